@@ -1,0 +1,169 @@
+"""The paper's two networks (Flax Linen) behind one pure `lenet_apply`.
+
+`lenet` is the paper's Fig. 3 network (the one it trains, ~1.2 M parameters);
+`lenet5` its Fig. 4 LeNet-5-like network (~60 k parameters). Both return
+logits; the softmax lives in the loss. Keras defaults are kept where the paper
+relies on them: 'valid' padding, Glorot-uniform kernels, zero biases.
+
+Convolutions pick their kernel per backend. XLA's CPU convolution is slow to
+differentiate with respect to its weights, so on CPU a 3x3 'valid' convolution
+is written as a matmul over the nine shifted views of the input (im2col by
+slicing): its weight gradient is then one large matmul and its input gradient
+a sum of padded slices. On GPU/TPU XLA's native convolution is used.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Params = Any
+ApplyFn = Callable[..., jax.Array]  # (params, images [B,28,28,1]) -> [B,10]
+
+CONV_IMPLS = ("auto", "shifted_matmul", "xla")
+
+
+def resolve_conv_impl(impl: str) -> str:
+  """'auto' becomes 'shifted_matmul' on CPU and 'xla' on accelerators."""
+  if impl not in CONV_IMPLS:
+    raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {impl!r}")
+  if impl == "auto":
+    return "shifted_matmul" if jax.default_backend() == "cpu" else "xla"
+  return impl
+
+
+def conv_valid_shifted(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """A stride-1 'valid' convolution as one matmul over shifted views.
+
+  Args:
+    x: [B, H, W, C].
+    kernel: [kh, kw, C, O].
+
+  Returns:
+    [B, H - kh + 1, W - kw + 1, O], equal to `lax.conv_general_dilated` with
+    'VALID' padding up to float rounding.
+  """
+  kh, kw, c, o = kernel.shape
+  out_h, out_w = x.shape[1] - kh + 1, x.shape[2] - kw + 1
+  patches = jnp.concatenate(
+      [x[:, i:i + out_h, j:j + out_w, :] for i in range(kh) for j in range(kw)],
+      axis=-1)  # [B, out_h, out_w, kh*kw*C], ordered like kernel.reshape.
+  return patches @ kernel.reshape(kh * kw * c, o)
+
+
+class Conv3x3(nn.Module):
+  """A 3x3 'valid' convolution with a per-backend kernel (see module doc)."""
+  features: int
+  impl: str = "auto"
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param("kernel", nn.initializers.glorot_uniform(),
+                        (3, 3, x.shape[-1], self.features))
+    bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    if resolve_conv_impl(self.impl) == "shifted_matmul":
+      y = conv_valid_shifted(x, kernel)
+    else:
+      y = jax.lax.conv_general_dilated(
+          x, kernel, (1, 1), "VALID",
+          dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y + bias
+
+
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+  """2x2 max pooling, stride 2, of [B, H, W, C] with even H and W.
+
+  Written as a reshape and a max: its gradient is a cheap elementwise mask,
+  where `nn.max_pool`'s select-and-scatter gradient is several times slower
+  on CPU (BUILD_NOTES.md). Ties share the gradient; after a ReLU the only
+  ties are zeros, whose gradient the ReLU discards anyway.
+  """
+  b, h, w, c = x.shape
+  return jnp.max(x.reshape(b, h // 2, 2, w // 2, 2, c), axis=(2, 4))
+
+
+def _dense(features):
+  return nn.Dense(features, kernel_init=nn.initializers.glorot_uniform())
+
+
+class LeNet(nn.Module):
+  """Fig. 3: Conv32-Conv64-MaxPool-Drop.25-Dense128-Drop.5-Dense10."""
+  conv_impl: str = "auto"
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = nn.relu(Conv3x3(32, self.conv_impl)(x))
+    x = nn.relu(Conv3x3(64, self.conv_impl)(x))
+    x = max_pool_2x2(x)
+    x = nn.Dropout(0.25, deterministic=not train)(x)
+    x = x.reshape(x.shape[0], -1)
+    x = nn.relu(_dense(128)(x))
+    x = nn.Dropout(0.5, deterministic=not train)(x)
+    return _dense(10)(x)
+
+
+class LeNet5(nn.Module):
+  """Fig. 4: Conv6-AvgPool-Conv16-AvgPool-Dense120-Dense84-Dense10."""
+  conv_impl: str = "auto"
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    del train  # No dropout in this network.
+    x = nn.relu(Conv3x3(6, self.conv_impl)(x))
+    x = nn.avg_pool(x, (2, 2), (2, 2))
+    x = nn.relu(Conv3x3(16, self.conv_impl)(x))
+    x = nn.avg_pool(x, (2, 2), (2, 2))
+    x = x.reshape(x.shape[0], -1)
+    x = nn.relu(_dense(120)(x))
+    x = nn.relu(_dense(84)(x))
+    return _dense(10)(x)
+
+
+MODELS = {"lenet": LeNet, "lenet5": LeNet5}
+
+
+def get_model(name: str, conv_impl: str = "auto") -> nn.Module:
+  if name not in MODELS:
+    raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+  return MODELS[name](conv_impl=conv_impl)
+
+
+def init_params(key: jax.Array, model: str = "lenet",
+                conv_impl: str = "auto") -> Params:
+  """Fresh parameters of `model` for 28x28x1 inputs."""
+  module = get_model(model, conv_impl)
+  return module.init(key, jnp.zeros((1, 28, 28, 1), jnp.float32))["params"]
+
+
+def lenet_apply(params: Params, images: jax.Array, *, model: str = "lenet",
+                dropout_key: jax.Array | None = None,
+                conv_impl: str = "auto") -> jax.Array:
+  """Logits of `model` on `images`.
+
+  Args:
+    params: the model's parameters (`init_params`).
+    images: float32 [B, 28, 28, 1] in [0, 1].
+    model: 'lenet' (Fig. 3) or 'lenet5' (Fig. 4).
+    dropout_key: a PRNG key switches dropout on (training); None is inference.
+    conv_impl: 'auto', 'shifted_matmul' or 'xla' (see `resolve_conv_impl`).
+
+  Returns:
+    float32 logits [B, 10].
+  """
+  chex.assert_rank(images, 4)
+  module = get_model(model, conv_impl)
+  if dropout_key is None:
+    return module.apply({"params": params}, images, train=False)
+  return module.apply({"params": params}, images, train=True,
+                      rngs={"dropout": dropout_key})
+
+
+def make_apply(model: str, conv_impl: str = "auto") -> ApplyFn:
+  """`lenet_apply` with the architecture fixed: apply(params, x, dropout_key)."""
+  get_model(model, conv_impl)  # Fail early on a bad name.
+  return functools.partial(lenet_apply, model=model, conv_impl=conv_impl)

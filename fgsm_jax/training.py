@@ -1,0 +1,73 @@
+"""Training state and epochs of weighted minibatch steps, all `lax.scan`."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from fgsm_jax import losses
+from fgsm_jax.models import Params
+
+
+@flax.struct.dataclass
+class TrainState:
+  params: Params
+  opt_state: optax.OptState
+  step: jax.Array  # int32, optimizer steps taken
+
+
+def create_train_state(params: Params,
+                       optimizer: optax.GradientTransformation) -> TrainState:
+  return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
+
+
+StepFn = Callable  # (state, images, labels, weights, key) -> (state, loss)
+# e.g. `unlearning.unlearn_step` with apply_fn and optimizer bound.
+
+
+def epoch_batches(key: jax.Array, weights: jax.Array, batch_size: int):
+  """A shuffled epoch as fixed-shape index and weight batches.
+
+  Examples of weight > 0 come first in random order, so each is seen once per
+  epoch; examples of weight 0 and the padding of the last batch fill the tail
+  with weight 0.
+
+  Returns:
+    (indices int32 [num_batches, B], weights float [num_batches, B]).
+  """
+  n = weights.shape[0]
+  num_batches = -(-n // batch_size)
+  order = jax.random.permutation(key, n)
+  order = order[jnp.argsort(weights[order] <= 0, stable=True)]
+  pad = num_batches * batch_size - n
+  indices = jnp.concatenate([order, order[:pad]])
+  batch_weights = jnp.concatenate([weights[order], jnp.zeros(pad, weights.dtype)])
+  return (indices.reshape(num_batches, batch_size),
+          batch_weights.reshape(num_batches, batch_size))
+
+
+def train_epoch(state: TrainState, images: jax.Array, labels: jax.Array,
+                weights: jax.Array, key: jax.Array, *, step_fn: StepFn,
+                batch_size: int):
+  """One epoch of `step_fn` over shuffled minibatches (a `lax.scan`).
+
+  Returns:
+    (new state, mean of the minibatch losses over batches with examples).
+  """
+  order_key, step_key = jax.random.split(key)
+  batch_indices, batch_weights = epoch_batches(order_key, weights, batch_size)
+
+  def body(state, batch):
+    index, idx, w = batch
+    state, loss = step_fn(state, images[idx], labels[idx], w,
+                          jax.random.fold_in(step_key, index))
+    return state, (loss, jnp.sum(w) > 0)
+
+  steps = jnp.arange(batch_indices.shape[0])
+  state, (batch_losses, used) = jax.lax.scan(
+      body, state, (steps, batch_indices, batch_weights))
+  return state, losses.weighted_mean(batch_losses, used.astype(jnp.float32))

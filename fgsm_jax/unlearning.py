@@ -1,0 +1,72 @@
+"""The paper's unlearning: pick the highest-loss FGSM examples, drop them.
+
+`select_forget` chooses the forget set of a round; `unlearn_step` is one
+optimizer step of the objective that removes it (weight 0) and keeps training
+on the rest.
+"""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+from fgsm_jax import losses
+from fgsm_jax.models import ApplyFn
+from fgsm_jax.training import TrainState
+
+
+def select_forget(scores: jax.Array, retained: jax.Array, k: int) -> jax.Array:
+  """The `k` highest-scoring examples among those still retained.
+
+  Args:
+    scores: float [N], e.g. the per-example loss of each training example's
+      FGSM version against the current model.
+    retained: bool [N], False for examples removed in earlier rounds.
+    k: forget-set size (static). Fewer are chosen if fewer are retained.
+
+  Returns:
+    bool [N]: True for the chosen examples; never True where `retained` is False.
+  """
+  chex.assert_equal_shape([scores, retained])
+  masked = jnp.where(retained, scores, -jnp.inf)
+  values, indices = jax.lax.top_k(masked, k)
+  chosen = jnp.zeros(scores.shape, bool)
+  return chosen.at[indices].set(values > -jnp.inf)
+
+
+def unlearn_step(state: TrainState, images: jax.Array,
+                        labels: jax.Array, weights: jax.Array, key: jax.Array,
+                        *, apply_fn: ApplyFn,
+                        optimizer: optax.GradientTransformation):
+  """One step of the paper's unlearning objective: sum(w * CE) / sum(w).
+
+  Removing an example is giving it weight 0 from then on; with all weights 1
+  this is plain training, which the initial epochs use.
+
+  A minibatch whose weights are all 0 leaves the state untouched (no Adam step
+  on a zero gradient), so examples of weight 0 are exactly absent.
+
+  Args:
+    state: current `TrainState`.
+    images: [B, 28, 28, 1]; labels: int [B]; weights: float [B] >= 0.
+    key: dropout key for this step.
+    apply_fn: `lenet_apply` with the model fixed.
+    optimizer: the optax transformation that owns `state.opt_state`.
+
+  Returns:
+    (new state, the minibatch's weighted mean loss).
+  """
+  def loss_fn(params):
+    logits = apply_fn(params, images, dropout_key=key)
+    return losses.weighted_mean(losses.per_example_loss(logits, labels),
+                                weights)
+  loss, grads = jax.value_and_grad(loss_fn)(state.params)
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  stepped = TrainState(optax.apply_updates(state.params, updates), opt_state,
+                       state.step + 1)
+  has_examples = jnp.sum(weights) > 0
+  new_state = jax.tree.map(lambda new, old: jnp.where(has_examples, new, old),
+                           stepped, state)
+  return new_state, loss

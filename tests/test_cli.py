@@ -1,0 +1,66 @@
+"""The entry point as a user runs it: exit codes, one-line errors, results.json."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, mnist_dir
+
+
+def run_cli(*args, env_extra=None):
+  env = dict(os.environ, **(env_extra or {}))
+  return subprocess.run(
+      [sys.executable, "-m", "experiments.unlearn", *args], cwd=REPO, env=env,
+      capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--epsilon=1.5"], "epsilon must be a number in [0, 1]"),
+    (["--epsilon=nan"], "epsilon must be a number in [0, 1]"),
+    (["--seeds=0"], "seeds must be >= 1"),
+    (["--batch_size=-4"], "batch_size must be >= 1"),
+    (["--model=vgg"], "unknown model 'vgg'"),
+    (["--preset=fast"], "unknown preset 'fast'"),
+    (["--data_dir=/nonexistent/mnist"], "does not exist"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+  result = run_cli(*args, f"--output_dir={tmp_path}/out")
+  assert result.returncode == 2, result.stderr
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and message in lines[0], result.stderr
+  assert not os.path.exists(tmp_path / "out" / "results.json")
+
+
+def test_unwritable_output_dir_is_one_line_and_exit_2(tmp_path):
+  blocker = tmp_path / "a-file"
+  blocker.write_text("not a folder")
+  result = run_cli(f"--output_dir={blocker}/out")
+  assert result.returncode == 2
+  assert result.stderr.strip().startswith("error: output dir")
+  assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_smoke_run_writes_results(tmp_path):
+  data_dir = mnist_dir()
+  if data_dir is None:
+    pytest.skip("real MNIST not found: set MNIST_DIR")
+  out = tmp_path / "out"
+  result = run_cli("--preset=smoke", "--train_size=1024", "--test_size=256",
+                   "--rounds=1", f"--data_dir={data_dir}",
+                   f"--output_dir={out}")
+  assert result.returncode == 0, result.stderr
+  assert "round 1 done" in result.stdout
+  assert "original model, FGSM test set" in result.stdout
+  saved = json.loads((out / "results.json").read_text())
+  assert saved["config"]["train_size"] == 1024
+  assert saved["data"] == {"train_examples": 1024, "test_examples": 256}
+  rounds = saved["per_seed"][0]["rounds"]
+  assert [r["round"] for r in rounds] == [0, 1]
+  assert rounds[1]["removed"] == 32
+  assert saved["summary"]["original_clean"]["accuracy"]["mean"] == \
+      rounds[0]["clean_accuracy"]
+  assert saved["wall_time_s"]["compile"] > 0 and saved["wall_time_s"]["run"] > 0
+  assert saved["versions"]["jax"] and saved["device"]["backend"] == "cpu"

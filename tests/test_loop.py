@@ -1,0 +1,115 @@
+"""The whole program on a slice of real MNIST: determinism, vmap, no recompile."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fgsm_jax import config as config_lib
+from fgsm_jax import loop
+
+CONFIG = config_lib.get_config(
+    "smoke", train_size=2048, test_size=512, epochs=2, rounds=2,
+    forget_per_round=32, learning_rate=3e-3, seeds=2)
+
+
+@pytest.fixture(scope="module")
+def data(small_mnist):
+  return jax.device_put(small_mnist)
+
+
+@pytest.fixture(scope="module")
+def traces():
+  return []
+
+
+@pytest.fixture(scope="module")
+def program(traces):
+  run = loop.make_unlearn(CONFIG)
+
+  def counted(key, data, hparams):
+    traces.append(1)  # Runs only when JAX traces, i.e. compiles anew.
+    return run(key, data, hparams)
+  return jax.jit(jax.vmap(counted, in_axes=(0, None, None)))
+
+
+@pytest.fixture(scope="module")
+def outcome(program, data):
+  return jax.device_get(program(loop.seed_keys(CONFIG), data,
+                                loop.hparams_from(CONFIG)))
+
+
+def test_end_to_end_metrics_are_sane(outcome):
+  h = outcome.history
+  assert h.clean_accuracy.shape == (2, CONFIG.rounds + 1)
+  # Trained on 2,048 real digits: far above chance, and FGSM hurts.
+  assert np.all(h.clean_accuracy[:, 0] > 0.75)
+  assert np.all(h.fgsm_accuracy[:, 0] < h.clean_accuracy[:, 0])
+  # Round 0's stale examples are its own white-box examples.
+  np.testing.assert_allclose(h.transfer_accuracy[:, 0], h.fgsm_accuracy[:, 0])
+  np.testing.assert_array_equal(outcome.rounds_completed, [2, 2])
+  np.testing.assert_array_equal(h.removed, [[0, 32, 64]] * 2)
+  assert np.all(np.isfinite(h.forget_loss[:, 1:]))
+  # The forget set is the highest-loss tail: its mean FGSM loss is above the
+  # test set's.
+  assert np.all(h.forget_loss[:, 1:] > h.fgsm_loss[:, :-1])
+
+
+def test_removed_round_records_each_round(outcome):
+  for seed in range(2):
+    counts = np.bincount(outcome.removed_round[seed], minlength=3)
+    np.testing.assert_array_equal(counts[1:], [32, 32])
+
+
+def test_same_key_same_metrics_and_no_recompile(program, data, outcome,
+                                                traces):
+  assert len(traces) == 1
+  again = jax.device_get(program(loop.seed_keys(CONFIG), data,
+                                 loop.hparams_from(CONFIG)))
+  jax.tree.map(np.testing.assert_array_equal, again, outcome)
+  # New keys and a new epsilon are new values, not new programs.
+  other = dataclasses.replace(CONFIG, seed=5, epsilon=0.2)
+  program(loop.seed_keys(other), data, loop.hparams_from(other))
+  assert len(traces) == 1
+
+
+def test_vmapped_seeds_equal_seeds_run_alone(data, outcome):
+  run = jax.jit(loop.vmap_seeds(loop.make_unlearn(CONFIG), 1))
+  keys = loop.seed_keys(CONFIG)
+  for seed in range(2):
+    alone = jax.device_get(run(keys[seed:seed + 1], data,
+                               loop.hparams_from(CONFIG)))
+    alone = jax.tree.map(lambda x: x[0], alone)
+    for name in ("clean_accuracy", "fgsm_accuracy", "transfer_accuracy"):
+      np.testing.assert_allclose(getattr(alone.history, name),
+                                 getattr(outcome.history, name)[seed],
+                                 atol=2.5e-3)  # At most one test example.
+    np.testing.assert_allclose(alone.history.clean_loss,
+                               outcome.history.clean_loss[seed], rtol=1e-3)
+
+
+def test_finished_seeds_stop_and_freeze(data):
+  """Per-seed targets: 0 stops before any round; 1.1 runs to the cap."""
+  run = loop.make_unlearn(CONFIG)
+  hp = loop.hparams_from(CONFIG)
+  hp = hp.replace(target_accuracy=jnp.array([0.0, 1.1]))
+  hp_axes = loop.HParams(epsilon=None, learning_rate=None, target_accuracy=0)
+  out = jax.device_get(jax.jit(jax.vmap(run, in_axes=(0, None, hp_axes)))(
+      loop.seed_keys(CONFIG), data, hp))
+  np.testing.assert_array_equal(out.rounds_completed, [0, 2])
+  np.testing.assert_array_equal(out.reached_target, [True, False])
+  assert np.all(np.isnan(out.history.clean_accuracy[0, 1:]))
+  assert np.all(out.removed_round[0] == 0)
+  assert np.all(np.isfinite(out.history.clean_accuracy[1]))
+
+
+def test_the_run_makes_no_host_transfers(data):
+  run = jax.jit(jax.vmap(loop.make_unlearn(CONFIG), in_axes=(0, None, None)))
+  keys = loop.seed_keys(CONFIG)
+  hp = jax.device_put(loop.hparams_from(CONFIG))
+  compiled = run.lower(keys, data, hp).compile()
+  with jax.transfer_guard("disallow"):
+    out = compiled(keys, data, hp)
+    jax.block_until_ready(out)
