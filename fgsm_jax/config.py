@@ -63,11 +63,11 @@ PRESETS = {
     # 30. Meant for accelerators (see BUILD_NOTES.md for its cost on CPU).
     "paper": Config(),
     # Full MNIST, the paper's network, method and optimizer, sized to finish
-    # within 10 minutes on a 2-core CPU: 7 initial epochs (6 gave a clean
-    # accuracy of exactly 0.9900), then one round of removal and 1 epoch of retraining. Target 1.0
-    # never stops early, so the output always shows what a round does; the
-    # paper's stopping rule is --target_accuracy=0.9 (README).
-    "default": Config(epochs=7, retrain_epochs=1, rounds=1,
+    # within 10 minutes on a 2-core CPU: 8 initial epochs (6 and 7 gave clean
+    # accuracies of 0.9900 and 0.9899), then one round of removal and 1 epoch of
+    # retraining. Target 1.0 never stops early, so the output always shows
+    # what a round does; the paper's stopping rule is --target_accuracy=0.9.
+    "default": Config(epochs=8, retrain_epochs=1, rounds=1,
                       target_accuracy=1.0),
     # Seconds on CPU: a slice of MNIST and the small Fig. 4 network. For tests
     # and trying the pipeline out, not for conclusions.

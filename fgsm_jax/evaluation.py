@@ -46,8 +46,7 @@ def chunked_map(fn: Callable, xs, chunk_size: int):
 
 
 def fgsm_pass(apply_fn: ApplyFn, params: Params, images: jax.Array,
-              labels: jax.Array, epsilon, chunk_size: int,
-              return_images: bool = False):
+              labels: jax.Array, epsilon, chunk_size: int):
   """FGSM against `params` and the per-example loss on the result, fused.
 
   Args:
@@ -55,21 +54,16 @@ def fgsm_pass(apply_fn: ApplyFn, params: Params, images: jax.Array,
     images: float [N, 28, 28, 1]; labels: int [N].
     epsilon: L-inf radius.
     chunk_size: examples per chunk.
-    return_images: also return the adversarial images ([N, 28, 28, 1]).
 
   Returns:
-    dict with 'loss' [N] and 'correct' [N] on the FGSM images, and 'images'
-    if asked for.
+    dict with 'loss' [N] and 'correct' [N] on the FGSM images.
   """
   def chunk(batch):
     x, y = batch
     x_adv = attacks.fgsm(apply_fn, params, x, y, epsilon)
     logits = apply_fn(params, x_adv)
-    out = {"loss": losses.per_example_loss(logits, y),
-           "correct": losses.per_example_correct(logits, y)}
-    if return_images:
-      out["images"] = x_adv
-    return out
+    return {"loss": losses.per_example_loss(logits, y),
+            "correct": losses.per_example_correct(logits, y)}
   return chunked_map(chunk, (images, labels), chunk_size)
 
 
@@ -90,28 +84,40 @@ class EvalMetrics:
 
 
 def evaluate(apply_fn: ApplyFn, params: Params, images: jax.Array,
-             labels: jax.Array, stale_adv_images: jax.Array, epsilon,
-             chunk_size: int) -> EvalMetrics:
+             labels: jax.Array, stale_adv_images: jax.Array | None, epsilon,
+             chunk_size: int):
   """Clean, white-box FGSM and stale-FGSM accuracy and mean loss, one pass.
 
   Args:
     apply_fn, params: the evaluated model.
     images: clean test images [N, 28, 28, 1]; labels: int [N].
-    stale_adv_images: FGSM test images crafted against an earlier model [N, ...].
+    stale_adv_images: FGSM test images crafted against an earlier model
+      [N, 28, 28, 1], or None: then this pass's own FGSM images are the stale
+      set of the rounds to come (transfer = white-box) and are returned.
     epsilon: L-inf radius of the white-box FGSM.
     chunk_size: examples per chunk.
+
+  Returns:
+    `EvalMetrics`, and with `stale_adv_images=None` also the FGSM images.
   """
   def chunk(batch):
-    x, y, x_stale = batch
+    x, y = batch[:2]
     grad, clean_logits = attacks.input_gradient(apply_fn, params, x, y)
     x_adv = jnp.clip(x + epsilon * jnp.sign(grad), 0.0, 1.0)
+    adv_logits = apply_fn(params, x_adv)
+    stale_logits = adv_logits if len(batch) == 2 else apply_fn(params, batch[2])
     out = {}
-    for name, logits in (("clean", clean_logits),
-                         ("fgsm", apply_fn(params, x_adv)),
-                         ("transfer", apply_fn(params, x_stale))):
+    for name, logits in (("clean", clean_logits), ("fgsm", adv_logits),
+                         ("transfer", stale_logits)):
       out[name + "_loss"] = losses.per_example_loss(logits, y)
       out[name + "_accuracy"] = losses.per_example_correct(logits, y)
+    if len(batch) == 2:
+      out["images"] = x_adv
     return out
-  per_example = chunked_map(chunk, (images, labels, stale_adv_images),
-                            chunk_size)
-  return EvalMetrics(**{k: jnp.mean(v) for k, v in per_example.items()})
+  inputs = (images, labels)
+  if stale_adv_images is not None:
+    inputs += (stale_adv_images,)
+  per_example = chunked_map(chunk, inputs, chunk_size)
+  adv_images = per_example.pop("images", None)
+  metrics = EvalMetrics(**{k: jnp.mean(v) for k, v in per_example.items()})
+  return metrics if adv_images is None else (metrics, adv_images)

@@ -119,18 +119,15 @@ def make_unlearn(config: Config, progress: ProgressFn | None = None):
     state = train_epochs(state, jnp.ones(n_train), train_key, config.epochs,
                          0, True)
 
-    stale_adv = evaluation.fgsm_pass(
-        apply_fn, state.params, data.test_images, data.test_labels, hp.epsilon,
-        config.chunk_size, return_images=True)["images"]
-
-    def evaluate(params, removed, forget_loss):
-      metrics = evaluation.evaluate(apply_fn, params, data.test_images,
-                                    data.test_labels, stale_adv, hp.epsilon,
-                                    config.chunk_size)
+    def with_round_fields(metrics, removed, forget_loss):
       return RoundMetrics(**vars(metrics), removed=removed,
                           forget_loss=forget_loss)
 
-    first = evaluate(state.params, jnp.int32(0), jnp.float32(jnp.nan))
+    # Round 0's FGSM test images are the stale set of every later round.
+    first, stale_adv = evaluation.evaluate(
+        apply_fn, state.params, data.test_images, data.test_labels, None,
+        hp.epsilon, config.chunk_size)
+    first = with_round_fields(first, jnp.int32(0), jnp.float32(jnp.nan))
     history = jax.tree.map(
         lambda x: jnp.full((config.rounds + 1,), jnp.nan, jnp.float32), first)
     history = history.replace(removed=jnp.full((config.rounds + 1,), -1,
@@ -159,7 +156,11 @@ def make_unlearn(config: Config, progress: ProgressFn | None = None):
       state = train_epochs(loop.train, weights,
                            jax.random.fold_in(rounds_key, round_index),
                            config.retrain_epochs, round_index, active)
-      metrics = evaluate(state.params, jnp.sum(removed_round > 0), forget_loss)
+      metrics = with_round_fields(
+          evaluation.evaluate(apply_fn, state.params, data.test_images,
+                              data.test_labels, stale_adv, hp.epsilon,
+                              config.chunk_size),
+          jnp.sum(removed_round > 0), forget_loss)
       _report(progress, "round", round=round_index, metrics=metrics,
               active=active)
       history = jax.tree.map(lambda h, x: h.at[round_index].set(x),

@@ -107,11 +107,9 @@ class ChunkedPassTest(parameterized.TestCase):
   def test_chunked_pass_equals_one_batch(self, chunk_size):
     params = linear_params()
     x, y = batch(5, n=37)
-    out = evaluation.fgsm_pass(linear_apply, params, x, y, 0.1, chunk_size,
-                               return_images=True)
+    out = evaluation.fgsm_pass(linear_apply, params, x, y, 0.1, chunk_size)
     x_adv = attacks.fgsm(linear_apply, params, x, y, 0.1)
     logits = linear_apply(params, x_adv)
-    np.testing.assert_allclose(out["images"], x_adv, atol=1e-6)
     np.testing.assert_allclose(out["loss"], losses.per_example_loss(logits, y),
                                rtol=1e-5)
     np.testing.assert_array_equal(out["correct"],
@@ -131,3 +129,15 @@ class ChunkedPassTest(parameterized.TestCase):
       np.testing.assert_allclose(
           getattr(metrics, prefix + "_loss"),
           jnp.mean(losses.per_example_loss(logits, y)), rtol=1e-5)
+
+  def test_evaluate_without_stale_set_returns_its_fgsm_images(self):
+    params = linear_params()
+    x, y = batch(7, n=40)
+    metrics, adv = evaluation.evaluate(linear_apply, params, x, y, None, 0.1,
+                                       16)
+    np.testing.assert_allclose(adv, attacks.fgsm(linear_apply, params, x, y,
+                                                 0.1), atol=1e-6)
+    self.assertEqual(float(metrics.transfer_accuracy),
+                     float(metrics.fgsm_accuracy))
+    again = evaluation.evaluate(linear_apply, params, x, y, adv, 0.1, 16)
+    chex.assert_trees_all_close(again, metrics, rtol=1e-6)
