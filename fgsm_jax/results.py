@@ -99,9 +99,11 @@ def table1_markdown(summary: dict[str, Any]) -> str:
     lines.append(f"| {label} | {fmt(ours['accuracy'])} | {fmt(ours['loss'])} | "
                  f"{paper_cells} |")
   lines.append("")
-  lines.append(f"rounds run: {fmt(summary['rounds_completed'])}; examples "
-               f"removed: {fmt(summary['removed'])}; reached target: "
-               f"{summary['reached_target']}")
+  def fmt_count(stat):
+    return f"{stat['mean']:.1f} ± {stat['std']:.1f}"
+  lines.append(f"rounds run: {fmt_count(summary['rounds_completed'])}; "
+               f"examples removed: {fmt_count(summary['removed'])}; reached "
+               f"target: {summary['reached_target']}")
   return "\n".join(lines)
 
 

@@ -25,8 +25,9 @@ def create_train_state(params: Params,
   return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
 
 
-StepFn = Callable  # (state, images, labels, weights, key) -> (state, loss)
-# e.g. `unlearning.unlearn_step` with apply_fn and optimizer bound.
+# (state, images, labels, weights, key) -> (state, loss), e.g.
+# `unlearning.unlearn_step` with apply_fn and optimizer bound.
+StepFn = Callable
 
 
 def epoch_batches(key: jax.Array, weights: jax.Array, batch_size: int):

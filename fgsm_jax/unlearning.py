@@ -36,10 +36,9 @@ def select_forget(scores: jax.Array, retained: jax.Array, k: int) -> jax.Array:
   return chosen.at[indices].set(values > -jnp.inf)
 
 
-def unlearn_step(state: TrainState, images: jax.Array,
-                        labels: jax.Array, weights: jax.Array, key: jax.Array,
-                        *, apply_fn: ApplyFn,
-                        optimizer: optax.GradientTransformation):
+def unlearn_step(state: TrainState, images: jax.Array, labels: jax.Array,
+                 weights: jax.Array, key: jax.Array, *, apply_fn: ApplyFn,
+                 optimizer: optax.GradientTransformation):
   """One step of the paper's unlearning objective: sum(w * CE) / sum(w).
 
   Removing an example is giving it weight 0 from then on; with all weights 1
@@ -58,6 +57,9 @@ def unlearn_step(state: TrainState, images: jax.Array,
   Returns:
     (new state, the minibatch's weighted mean loss).
   """
+  chex.assert_rank([images, labels, weights], [4, 1, 1])
+  chex.assert_equal_shape_prefix([images, labels, weights], 1)
+
   def loss_fn(params):
     logits = apply_fn(params, images, dropout_key=key)
     return losses.weighted_mean(losses.per_example_loss(logits, labels),
