@@ -9,7 +9,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from fgsm_jax import loop, models, results
+from fgsm_jax import loop, models, results, sharding
 from fgsm_jax.config import Config
 from fgsm_jax.data import Dataset
 
@@ -18,14 +18,15 @@ def run_unlearning(config: Config, dataset: Dataset,
                    progress: loop.ProgressFn | None = None) -> dict[str, Any]:
   """Compiles and runs `config` on `dataset`; returns the results dict.
 
-  All seeds run as one jitted, vmapped program; compile and run are timed
-  apart. The dict holds the config, per-seed per-round metrics, the summary,
+  All seeds run as one jitted, vmapped program, their axis sharded over the
+  local devices (`sharding.seed_mesh`); compile and run are timed apart. The dict holds the config, per-seed per-round metrics, the summary,
   wall times, versions and device.
   """
   run = loop.make_unlearn(config, progress)
-  keys = loop.seed_keys(config)
-  hparams = loop.hparams_from(config)
-  data = jax.device_put(Dataset(*(np.asarray(a) for a in dataset)))
+  mesh = sharding.seed_mesh(config.seeds)
+  keys, data, hparams = sharding.place(
+      mesh, loop.seed_keys(config), Dataset(*(np.asarray(a) for a in dataset)),
+      loop.hparams_from(config))
   program = jax.jit(loop.vmap_seeds(run, config.seeds))
 
   start = time.perf_counter()
@@ -46,5 +47,6 @@ def run_unlearning(config: Config, dataset: Dataset,
       "wall_time_s": {"compile": compile_s, "run": run_s},
       "versions": {"jax": jax.__version__, "python": platform.python_version()},
       "device": {"backend": jax.default_backend(),
-                 "devices": [str(d) for d in jax.devices()]},
+                 "devices": [str(d) for d in jax.devices()],
+                 "seed_devices": int(mesh.devices.size)},
   }
