@@ -19,8 +19,9 @@ def run_unlearning(config: Config, dataset: Dataset,
   """Compiles and runs `config` on `dataset`; returns the results dict.
 
   All seeds run as one jitted, vmapped program, their axis sharded over the
-  local devices (`sharding.seed_mesh`); compile and run are timed apart. The dict holds the config, per-seed per-round metrics, the summary,
-  wall times, versions and device.
+  local devices (`sharding.seed_mesh`); compile and run are timed apart. The
+  dict holds the config, per-seed per-round metrics, the summary, wall
+  times, versions and devices.
   """
   run = loop.make_unlearn(config, progress)
   mesh = sharding.seed_mesh(config.seeds)
