@@ -181,7 +181,8 @@ def vmap_seeds(run, num_seeds: int):
 
   One seed runs unbatched with the seed axis added to its outputs: on CPU a
   vmap over a size-1 axis turns matmuls into batched matmuls, and training
-  was 9-24% slower in the runs of `experiments.profile_layers` here. The results are the same either way (a test).
+  was 9-24% slower in the runs of `experiments.profile_layers` here. The
+  results are the same either way (a test).
   """
   if num_seeds > 1:
     return jax.vmap(run, in_axes=(0, None, None))
