@@ -25,6 +25,16 @@ def input_gradient(apply_fn: ApplyFn, params: Params, images: jax.Array,
   return grad, logits
 
 
+def fgsm_step(images: jax.Array, grad: jax.Array,
+              epsilon: jax.Array | float) -> jax.Array:
+  """The FGSM update from a given input gradient: clip(x + eps*sign(g), 0, 1).
+
+  Split out so a pass that already has the gradient (and the clean logits
+  that came with it, see `input_gradient`) does not compute it twice.
+  """
+  return jnp.clip(images + epsilon * jnp.sign(grad), 0.0, 1.0)
+
+
 def fgsm(apply_fn: ApplyFn, params: Params, images: jax.Array,
          labels: jax.Array, epsilon: jax.Array | float) -> jax.Array:
   """Untargeted L-inf FGSM: clip(x + eps * sign(grad_x CE(f(x), y)), 0, 1).
@@ -41,4 +51,4 @@ def fgsm(apply_fn: ApplyFn, params: Params, images: jax.Array,
   """
   chex.assert_rank([images, labels], [4, 1])
   grad, _ = input_gradient(apply_fn, params, images, labels)
-  return jnp.clip(images + epsilon * jnp.sign(grad), 0.0, 1.0)
+  return fgsm_step(images, grad, epsilon)

@@ -103,7 +103,7 @@ def evaluate(apply_fn: ApplyFn, params: Params, images: jax.Array,
   def chunk(batch):
     x, y = batch[:2]
     grad, clean_logits = attacks.input_gradient(apply_fn, params, x, y)
-    x_adv = jnp.clip(x + epsilon * jnp.sign(grad), 0.0, 1.0)
+    x_adv = attacks.fgsm_step(x, grad, epsilon)
     adv_logits = apply_fn(params, x_adv)
     stale_logits = adv_logits if len(batch) == 2 else apply_fn(params, batch[2])
     out = {}
