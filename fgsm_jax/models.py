@@ -7,9 +7,11 @@ relies on them: 'valid' padding, Glorot-uniform kernels, zero biases.
 
 Convolutions pick their kernel per backend. XLA's CPU convolution is slow to
 differentiate with respect to its weights, so on CPU a 3x3 'valid' convolution
-is written as a matmul over the nine shifted views of the input (im2col by
-slicing): its weight gradient is then one large matmul and its input gradient
-a sum of padded slices. On GPU/TPU XLA's native convolution is used.
+is a matmul over the nine shifted views of the input (im2col by slicing) with
+a hand-written VJP: the weight gradient is one large matmul over the saved
+shifted views, and the input gradient one matmul folded back onto the input.
+Max pooling is a reshape and a max with a hand-written VJP too. On GPU/TPU
+XLA's native convolution is used. BUILD_NOTES.md has the profile.
 """
 
 from __future__ import annotations
@@ -37,6 +39,15 @@ def resolve_conv_impl(impl: str) -> str:
   return impl
 
 
+def _shifted_patches(x: jax.Array, kh: int, kw: int) -> jax.Array:
+  """[B, H, W, C] -> [B, H-kh+1, W-kw+1, kh*kw*C], ordered like a HWIO kernel."""
+  out_h, out_w = x.shape[1] - kh + 1, x.shape[2] - kw + 1
+  return jnp.concatenate(
+      [x[:, i:i + out_h, j:j + out_w, :] for i in range(kh) for j in range(kw)],
+      axis=-1)
+
+
+@jax.custom_vjp
 def conv_valid_shifted(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """A stride-1 'valid' convolution as one matmul over shifted views.
 
@@ -46,14 +57,36 @@ def conv_valid_shifted(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
   Returns:
     [B, H - kh + 1, W - kw + 1, O], equal to `lax.conv_general_dilated` with
-    'VALID' padding up to float rounding.
+    'VALID' padding up to float rounding, and so are its gradients (tests).
+    Reverse mode only (a custom VJP): `jax.jvp` through it is an error.
   """
+  return _conv_shifted_fwd(x, kernel)[0]
+
+
+def _conv_shifted_fwd(x, kernel):
   kh, kw, c, o = kernel.shape
-  out_h, out_w = x.shape[1] - kh + 1, x.shape[2] - kw + 1
-  patches = jnp.concatenate(
-      [x[:, i:i + out_h, j:j + out_w, :] for i in range(kh) for j in range(kw)],
-      axis=-1)  # [B, out_h, out_w, kh*kw*C], ordered like kernel.reshape.
-  return patches @ kernel.reshape(kh * kw * c, o)
+  patches = _shifted_patches(x, kh, kw)
+  return patches @ kernel.reshape(kh * kw * c, o), (patches, kernel)
+
+
+def _conv_shifted_bwd(residuals, dy):
+  patches, kernel = residuals
+  kh, kw, c, o = kernel.shape
+  dy_rows = dy.reshape(-1, o)
+  # Weight gradient: [O, rows] @ [rows, kh*kw*C], one matmul.
+  d_kernel = (dy_rows.T @ patches.reshape(-1, kh * kw * c)).T
+  # Input gradient: the patches' gradient, one matmul, folded back onto the
+  # input as a sum of the shifted views' shares, each padded into place
+  # (one fused elementwise pass; in-place `.at[].add` updates were slower).
+  d_patches = (dy_rows @ kernel.reshape(kh * kw * c, o).T).reshape(
+      *dy.shape[:3], kh * kw, c)
+  dx = sum(jnp.pad(d_patches[..., i * kw + j, :],
+                   ((0, 0), (i, kh - 1 - i), (j, kw - 1 - j), (0, 0)))
+           for i in range(kh) for j in range(kw))
+  return dx, d_kernel.reshape(kernel.shape)
+
+
+conv_valid_shifted.defvjp(_conv_shifted_fwd, _conv_shifted_bwd)
 
 
 class Conv3x3(nn.Module):
@@ -75,16 +108,37 @@ class Conv3x3(nn.Module):
     return y + bias
 
 
+@jax.custom_vjp
 def max_pool_2x2(x: jax.Array) -> jax.Array:
   """2x2 max pooling, stride 2, of [B, H, W, C] with even H and W.
 
-  Written as a reshape and a max: its gradient is a cheap elementwise mask,
-  where `nn.max_pool`'s select-and-scatter gradient is several times slower
-  on CPU (BUILD_NOTES.md). Ties share the gradient; after a ReLU the only
-  ties are zeros, whose gradient the ReLU discards anyway.
+  A reshape and a max; its gradient goes to every input equal to its window's
+  maximum, one elementwise select. `nn.max_pool`'s select-and-scatter
+  gradient, and autodiff of the reshape-max (which splits the gradient among
+  ties and counts them), are slower on CPU (BUILD_NOTES.md). Without ties the
+  gradients are the same (a test); after a ReLU the only likely ties are
+  zeros, whose gradient the ReLU discards anyway.
   """
   b, h, w, c = x.shape
   return jnp.max(x.reshape(b, h // 2, 2, w // 2, 2, c), axis=(2, 4))
+
+
+def _max_pool_fwd(x):
+  y = max_pool_2x2(x)
+  return y, (x, y)
+
+
+def _max_pool_bwd(residuals, dy):
+  x, y = residuals
+  b, h, w, c = x.shape
+
+  def upsample(a):
+    a = jnp.broadcast_to(a[:, :, None, :, None, :], (b, h // 2, 2, w // 2, 2, c))
+    return a.reshape(b, h, w, c)
+  return (jnp.where(x == upsample(y), upsample(dy), 0.0),)
+
+
+max_pool_2x2.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 def _dense(features):

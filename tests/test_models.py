@@ -41,6 +41,25 @@ class ModelsTest(parameterized.TestCase):
     got = models.conv_valid_shifted(x, kernel)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
+  @parameterized.named_parameters(("3x3", (3, 3)), ("2x4", (2, 4)))
+  def test_shifted_conv_gradients_match_xla_conv(self, kernel_hw):
+    kx, kw, kd = jax.random.split(jax.random.key(3), 3)
+    x = jax.random.normal(kx, (3, 12, 10, 4))
+    kernel = jax.random.normal(kw, (*kernel_hw, 4, 5))
+
+    def reference(x, kernel):
+      return jax.lax.conv_general_dilated(
+          x, kernel, (1, 1), "VALID",
+          dimension_numbers=("NHWC", "HWIO", "NHWC"), precision="highest")
+
+    out, vjp = jax.vjp(models.conv_valid_shifted, x, kernel)
+    ref_out, ref_vjp = jax.vjp(reference, x, kernel)
+    dy = jax.random.normal(kd, out.shape)
+    np.testing.assert_allclose(out, ref_out, rtol=1e-4, atol=1e-4)
+    for got, expected in zip(vjp(dy), ref_vjp(dy)):
+      chex.assert_equal_shape((got, expected))
+      np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3)
+
   @parameterized.named_parameters(("lenet", "lenet"), ("lenet5", "lenet5"))
   def test_impls_agree_on_outputs_and_gradients(self, name):
     x = jax.random.uniform(jax.random.key(1), (6, 28, 28, 1))
@@ -56,10 +75,14 @@ class ModelsTest(parameterized.TestCase):
       b = fn(params, "xla")
       chex.assert_trees_all_close(a, b, rtol=2e-3, atol=2e-5)
 
-  def test_max_pool_matches_flax(self):
+  def test_max_pool_and_its_gradient_match_flax(self):
     x = jax.random.normal(jax.random.key(0), (3, 24, 24, 5))
-    np.testing.assert_array_equal(models.max_pool_2x2(x),
-                                  nn.max_pool(x, (2, 2), (2, 2)))
+    flax_pool = lambda x: nn.max_pool(x, (2, 2), (2, 2))
+    np.testing.assert_array_equal(models.max_pool_2x2(x), flax_pool(x))
+    dy = jax.random.normal(jax.random.key(1), (3, 12, 12, 5))
+    got = jax.vjp(models.max_pool_2x2, x)[1](dy)[0]
+    np.testing.assert_array_equal(got, jax.vjp(flax_pool, x)[1](dy)[0])
+    self.assertEqual(int(jnp.sum(got != 0)), dy.size)  # One per window.
 
   def test_dropout_only_with_a_key(self):
     x = jax.random.uniform(jax.random.key(1), (8, 28, 28, 1))

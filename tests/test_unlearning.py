@@ -106,3 +106,15 @@ class EpochBatchesTest(parameterized.TestCase):
     counts = np.bincount(idx[w > 0], minlength=n)
     np.testing.assert_array_equal(counts, weights.astype(int))
     np.testing.assert_array_equal(w[w > 0], 1.0)
+
+  def test_jitted_epoch_donates_the_state_and_equals_the_plain_epoch(self):
+    state, x, y, step = _setup(n=32)
+    args = (x, y, jnp.ones(32), jax.random.key(4))
+    plain, plain_loss = training.train_epoch(state, *args, step_fn=step,
+                                             batch_size=8)
+    epoch = training.make_train_epoch(step, batch_size=8)
+    donated = jax.tree.map(jnp.copy, state)
+    new, loss = epoch(donated, *args)
+    self.assertTrue(all(leaf.is_deleted() for leaf in jax.tree.leaves(donated)))
+    chex.assert_trees_all_close(new, plain, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(loss, plain_loss, rtol=1e-5)

@@ -1,0 +1,340 @@
+r"""Our speed beside a PyTorch eager reference and this machine's matmul roofline.
+
+  MNIST_DIR=../shared/data/mnist python -m experiments.benchmark \
+      [--models=lenet,lenet5] [--batch_sizes=128,1024] [--json=FILE]
+
+Needs the extra `[bench]` (PyTorch). For each model and batch size, after a
+warm-up and with `block_until_ready`, the median over repeats of:
+  train   images/s of training steps (dropout, Adam), a shuffled epoch of
+          `--train_images` examples;
+  fgsm    images/s of FGSM adversarial examples;
+  pass    seconds of the fused FGSM + per-example loss pass over
+          `--pass_examples` training examples, the batch size as its chunk;
+and per model, at batch 128, one unlearning round (score every training
+example, remove 100, retrain one epoch, evaluate clean and FGSM on the test
+set) over `--round_train_size` examples, as rounds per second. Ours is timed
+from inside the one compiled program, between its progress reports of round 0
+and round 1. The same work runs in `experiments.torch_reference` in this
+process, interleaved. The roofline is the model's matmul FLOPs at the best
+matmul throughput measured here. Compile time and XLA's memory figures of our
+programs are reported apart. Results go to stdout and, with --json, a file.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import app, flags
+
+import fgsm_jax as fj
+from fgsm_jax import (attacks, data, evaluation, loop, models, results,
+                      training, unlearning)
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("models", ["lenet", "lenet5"], "models to measure")
+flags.DEFINE_list("batch_sizes", ["128", "1024"], "batch (and chunk) sizes")
+flags.DEFINE_integer("train_images", 4096, "images per timed training call")
+flags.DEFINE_integer("fgsm_images", 4096, "images per timed FGSM call")
+flags.DEFINE_integer("pass_examples", 60_000, "examples in the loss pass")
+flags.DEFINE_integer("round_train_size", 60_000,
+                     "training examples in the timed round; 0 skips rounds")
+flags.DEFINE_integer("repeats", 5, "timed calls per train/FGSM figure")
+flags.DEFINE_integer("pass_repeats", 2, "timed calls per pass figure")
+flags.DEFINE_float("epsilon", 0.1, "FGSM radius")
+flags.DEFINE_string("conv_impl", "auto", "our convolution: auto, "
+                    "shifted_matmul or xla")
+flags.DEFINE_string("data_dir", None, "MNIST IDX folder (else MNIST_DIR/TFDS)")
+flags.DEFINE_string("json", None, "also write the results to this file")
+
+
+# --- FLOPs and the roofline -------------------------------------------------
+
+def _conv(out_hw, out_c, in_c, k=3):
+  return 2 * out_hw * out_hw * out_c * in_c * k * k
+
+
+# Per example, forward: (first layer, all layers). Multiply-adds count 2.
+FORWARD_FLOPS = {
+    "lenet": (_conv(26, 32, 1),
+              _conv(26, 32, 1) + _conv(24, 64, 32)
+              + 2 * 9216 * 128 + 2 * 128 * 10),
+    "lenet5": (_conv(26, 6, 1),
+               _conv(26, 6, 1) + _conv(11, 16, 6)
+               + 2 * (400 * 120 + 120 * 84 + 84 * 10)),
+}
+
+
+def work_flops(model: str) -> dict[str, int]:
+  """Matmul FLOPs per example of each kind of work.
+
+  Training: forward, weight gradients (as many again) and input gradients
+  of every layer but the first. FGSM: forward and input gradients of all
+  layers. The loss pass: FGSM and a forward pass on its output.
+  """
+  first, forward = FORWARD_FLOPS[model]
+  return {"train": 3 * forward - first, "fgsm": 2 * forward,
+          "pass": 3 * forward}
+
+
+def median_s(fn, repeats: int) -> float:
+  jax.block_until_ready(fn())  # Warm-up (and compile).
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def matmul_gflops(torch) -> dict[str, float]:
+  """Best median f32 matmul throughput over square sizes, JAX and torch."""
+  best = {"jax": 0.0, "torch": 0.0}
+  for n in (512, 1024, 2048):
+    a = jax.random.normal(jax.random.key(0), (n, n))
+    mm = jax.jit(lambda a, b: a @ b)
+    best["jax"] = max(best["jax"], 2 * n**3 / median_s(lambda: mm(a, a), 7) / 1e9)
+    t = torch.randn(n, n)
+    best["torch"] = max(best["torch"],
+                        2 * n**3 / median_s(lambda: t @ t, 7) / 1e9)
+  best["peak"] = max(best.values())
+  return best
+
+
+# --- Our programs -----------------------------------------------------------
+
+def compiled(fn, *args, donate=()):
+  """(compiled program, compile seconds, XLA memory figures)."""
+  start = time.perf_counter()
+  program = jax.jit(fn, donate_argnums=donate).lower(*args).compile()
+  seconds = time.perf_counter() - start
+  memory = {}
+  analysis = program.memory_analysis()
+  if analysis is not None:
+    memory = {k: int(getattr(analysis, k + "_in_bytes")) for k in
+              ("argument_size", "output_size", "temp_size")}
+  return program, seconds, memory
+
+
+class Ours:
+  """fgsm-jax's train / FGSM / pass programs for one model and batch."""
+
+  def __init__(self, model: str, batch: int, params, conv_impl: str):
+    self.apply = models.make_apply(model, conv_impl)
+    self.optimizer = optax.adam(1e-3)
+    self.batch = batch
+    self.state = training.create_train_state(params, self.optimizer)
+
+  def train(self, images, labels):
+    step = functools.partial(unlearning.unlearn_step, apply_fn=self.apply,
+                             optimizer=self.optimizer)
+    epoch = functools.partial(training.train_epoch, step_fn=step,
+                              batch_size=self.batch)
+    weights, key = jnp.ones(labels.shape[0]), jax.random.key(0)
+    program, compile_s, memory = compiled(
+        epoch, self.state, images, labels, weights, key, donate=(0,))
+
+    def call():
+      self.state, loss = program(self.state, images, labels, weights, key)
+      return loss
+    return call, compile_s, memory
+
+  def fgsm(self, images, labels, epsilon):
+    def attack(params, x, y):
+      return evaluation.chunked_map(
+          lambda b: attacks.fgsm(self.apply, params, b[0], b[1], epsilon),
+          (x, y), self.batch)
+    program, compile_s, memory = compiled(attack, self.state.params, images,
+                                          labels)
+    return (lambda: program(self.state.params, images, labels)), compile_s, memory
+
+  def loss_pass(self, images, labels, epsilon):
+    def scored(params, x, y):
+      return evaluation.fgsm_pass(self.apply, params, x, y, epsilon,
+                                  self.batch)["loss"]
+    program, compile_s, memory = compiled(scored, self.state.params, images,
+                                          labels)
+    return (lambda: program(self.state.params, images, labels)), compile_s, memory
+
+
+def our_round_seconds(model: str, mnist: data.Dataset, conv_impl: str):
+  """One round of the compiled loop, timed between its progress reports."""
+  config = fj.get_config("default", model=model, conv_impl=conv_impl,
+                         epochs=1, retrain_epochs=1, rounds=1,
+                         target_accuracy=1.0)
+  stamps = {}
+
+  def progress(kind, values):
+    if kind == "round":
+      stamps[int(values["round"])] = time.perf_counter()
+  run = jax.jit(loop.vmap_seeds(loop.make_unlearn(config, progress), 1))
+  args = (loop.seed_keys(config), mnist, loop.hparams_from(config))
+  start = time.perf_counter()
+  program = run.lower(*args).compile()
+  compile_s = time.perf_counter() - start
+  jax.block_until_ready(program(*args))
+  return stamps[1] - stamps[0], compile_s
+
+
+# --- The PyTorch reference --------------------------------------------------
+
+class Reference:
+  """The same work in `experiments.torch_reference`."""
+
+  def __init__(self, torch, model: str, params, batch: int):
+    from experiments import torch_reference as ref
+    self.torch, self.ref, self.batch = torch, ref, batch
+    self.module = ref.load_flax_params(ref.build(model), params)
+    self.optimizer = ref.adam(self.module)
+
+  def train(self, images, labels):
+    return lambda: self.ref.train_epoch(self.module, self.optimizer, images,
+                                        labels, self.batch)
+
+  def fgsm(self, images, labels, epsilon):
+    def call():
+      for start in range(0, len(labels), self.batch):
+        self.ref.fgsm(self.module, images[start:start + self.batch],
+                      labels[start:start + self.batch], epsilon)
+    return call
+
+  def loss_pass(self, images, labels, epsilon):
+    return lambda: self.ref.fgsm_loss_pass(self.module, images, labels,
+                                           epsilon, self.batch)
+
+
+def reference_round_seconds(torch, model, mnist, epsilon, config):
+  from experiments import torch_reference as ref
+  module = ref.build(model)
+  train = (ref.to_nchw(mnist.train_images),
+           torch.from_numpy(np.asarray(mnist.train_labels, np.int64)))
+  test = (ref.to_nchw(mnist.test_images),
+          torch.from_numpy(np.asarray(mnist.test_labels, np.int64)))
+  start = time.perf_counter()
+  ref.unlearning_round(module, ref.adam(module), train, test,
+                       torch.ones(len(train[1]), dtype=torch.bool),
+                       epsilon=epsilon, forget=config.forget_per_round,
+                       retrain_epochs=config.retrain_epochs,
+                       batch_size=config.batch_size,
+                       chunk_size=config.chunk_size)
+  return time.perf_counter() - start
+
+
+# --- Driver -----------------------------------------------------------------
+
+def machine() -> dict:
+  import torch
+  return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+              timespec="seconds"),
+          "platform": platform.platform(), "processor": platform.processor(),
+          "cpus": os.cpu_count(), "python": platform.python_version(),
+          "jax": jax.__version__, "backend": jax.default_backend(),
+          "devices": [str(d) for d in jax.devices()],
+          "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+
+
+def measure(mnist: data.Dataset) -> dict:
+  import torch
+  from experiments import torch_reference as ref
+  out = {"command": " ".join(["python -m experiments.benchmark"] + sys.argv[1:]),
+         "machine": machine(), "conv_impl_used": models.resolve_conv_impl(
+             FLAGS.conv_impl), "rows": [], "rounds": []}
+  out["matmul_gflops"] = gflops = matmul_gflops(torch)
+  print(f"matmul peak {gflops['peak']:.0f} GFLOP/s (jax {gflops['jax']:.0f}, "
+        f"torch {gflops['torch']:.0f})", flush=True)
+  eps = FLAGS.epsilon
+  n_pass = min(FLAGS.pass_examples, mnist.train_labels.shape[0])
+  for model in FLAGS.models:
+    flops = work_flops(model)
+    params = models.init_params(jax.random.key(0), model)
+    for batch in map(int, FLAGS.batch_sizes):
+      ours = Ours(model, batch, params, FLAGS.conv_impl)
+      theirs = Reference(torch, model, params, batch)
+      for work, n, repeats in (("train", FLAGS.train_images, FLAGS.repeats),
+                               ("fgsm", FLAGS.fgsm_images, FLAGS.repeats),
+                               ("pass", n_pass, FLAGS.pass_repeats)):
+        n = max(batch, n // batch * batch) if work != "pass" else n
+        x, y = mnist.train_images[:n], mnist.train_labels[:n]
+        if x.shape[0] < n:  # Fewer examples than asked: tile them.
+          reps = -(-n // x.shape[0])
+          x, y = np.concatenate([x] * reps)[:n], np.concatenate([y] * reps)[:n]
+        tx, ty = ref.to_nchw(x), torch.from_numpy(np.asarray(y, np.int64))
+        x, y = jnp.asarray(x), jnp.asarray(y)
+        args = (x, y) if work == "train" else (x, y, eps)
+        targs = (tx, ty) if work == "train" else (tx, ty, eps)
+        fn, compile_s, memory = getattr(ours, {"pass": "loss_pass"}.get(
+            work, work))(*args)
+        ours_s = median_s(fn, repeats)
+        theirs_s = median_s(getattr(theirs, {"pass": "loss_pass"}.get(
+            work, work))(*targs), repeats)
+        roofline_s = n * flops[work] / (gflops["peak"] * 1e9)
+        row = {"model": model, "batch": batch, "work": work, "examples": n,
+               "ours_s": ours_s, "pytorch_s": theirs_s,
+               "roofline_s": roofline_s, "ours_img_s": n / ours_s,
+               "pytorch_img_s": n / theirs_s, "roofline_img_s": n / roofline_s,
+               "ours_over_pytorch": theirs_s / ours_s,
+               "ours_over_roofline": roofline_s / ours_s,
+               "flops_per_example": flops[work], "compile_s": compile_s,
+               "xla_memory_bytes": memory}
+        out["rows"].append(row)
+        print(_row_line(row), flush=True)
+    if FLAGS.round_train_size:
+      sub = data.take(mnist, FLAGS.round_train_size, 0)
+      config = fj.get_config("default", model=model)
+      ours_s, compile_s = our_round_seconds(model, sub, FLAGS.conv_impl)
+      theirs_s = reference_round_seconds(torch, model, sub, eps, config)
+      row = {"model": model, "train_examples": int(sub.train_labels.shape[0]),
+             "test_examples": int(sub.test_labels.shape[0]),
+             "ours_round_s": ours_s, "pytorch_round_s": theirs_s,
+             "ours_rounds_per_s": 1 / ours_s,
+             "pytorch_rounds_per_s": 1 / theirs_s,
+             "ours_over_pytorch": theirs_s / ours_s,
+             "compile_s": compile_s}
+      out["rounds"].append(row)
+      print(f"{model:7s} round over {row['train_examples']} train / "
+            f"{row['test_examples']} test: ours {ours_s:7.1f} s, pytorch "
+            f"{theirs_s:7.1f} s, ours/pytorch {row['ours_over_pytorch']:.2f}x "
+            f"(compile {compile_s:.1f} s apart)", flush=True)
+  return out
+
+
+def _row_line(r) -> str:
+  unit = "s" if r["work"] == "pass" else "img/s"
+  fig = ((lambda k: r[k + "_s"]) if r["work"] == "pass"
+         else (lambda k: r[k + "_img_s"]))
+  mem = sum(r["xla_memory_bytes"].values()) / 2**20
+  return (f"{r['model']:7s} b={r['batch']:<5d} {r['work']:5s} ({unit:5s}) "
+          f"ours {fig('ours'):9.1f}  pytorch {fig('pytorch'):9.1f}  roofline "
+          f"{fig('roofline'):9.1f}  ours/pytorch {r['ours_over_pytorch']:5.2f}x"
+          f"  ours/roofline {100 * r['ours_over_roofline']:5.1f}%  "
+          f"(compile {r['compile_s']:.1f} s, XLA memory {mem:.0f} MiB)")
+
+
+def main(argv):
+  del argv
+  try:
+    import torch  # noqa: F401
+  except ImportError:
+    sys.exit("error: the benchmark needs PyTorch: pip install -e '.[bench]'")
+  try:
+    mnist = data.load_mnist(FLAGS.data_dir)
+  except data.DataError as e:
+    sys.exit(f"error: {e}")
+  out = measure(mnist)
+  if FLAGS.json:
+    results.write_json_atomic(FLAGS.json, out)
+    print(f"wrote {FLAGS.json}")
+
+
+if __name__ == "__main__":
+  app.run(main)
