@@ -13,6 +13,7 @@ import os
 import sys
 import time
 
+import jax
 from absl import app, flags
 
 from fgsm_jax import config as config_lib
@@ -43,6 +44,17 @@ flags.DEFINE_string("data_dir", None,
 flags.DEFINE_string("output_dir", None,
                     "where results.json goes; default runs/unlearn-<time>")
 flags.DEFINE_bool("progress", True, "print per-epoch and per-round progress")
+flags.DEFINE_bool("distributed", False,
+                  "call jax.distributed.initialize() first (multi-host, e.g. "
+                  "a TPU pod slice: run the same command on every host); each "
+                  "process runs --seeds seeds of its own and writes "
+                  "results-process<i>.json")
+flags.DEFINE_string("coordinator_address", None,
+                    "with --distributed, off Cloud TPU: host:port of process 0")
+flags.DEFINE_integer("num_processes", None,
+                     "with --distributed, off Cloud TPU: number of processes")
+flags.DEFINE_integer("process_id", None,
+                     "with --distributed, off Cloud TPU: this process's index")
 
 FIELDS = ("epsilon", "model", "conv_impl", "seeds", "seed", "epochs",
           "retrain_epochs", "rounds", "forget_per_round", "target_accuracy",
@@ -93,6 +105,11 @@ class ProgressPrinter:
 def main(argv):
   if len(argv) > 1:
     fail(f"unexpected arguments {argv[1:]}")
+  if FLAGS.distributed:
+    # Before anything touches a JAX backend (resolving conv_impl does). On
+    # Cloud TPU the arguments are found automatically (all None).
+    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
+                               FLAGS.process_id)
   try:
     config = config_lib.get_config(
         FLAGS.preset, **{f: getattr(FLAGS, f) for f in FIELDS})
@@ -116,13 +133,15 @@ def main(argv):
   except data_lib.DataError as e:
     fail(f"{e} (set --data_dir or MNIST_DIR to a folder of the MNIST IDX files)")
 
-  from fgsm_jax import runner  # Imports JAX; after the cheap checks above.
+  from fgsm_jax import runner
   print(f"config: {config}", flush=True)
   printer = ProgressPrinter(config.seeds) if FLAGS.progress else None
   outcome = runner.run_unlearning(config, dataset, printer)
   outcome["command"] = " ".join(["python -m experiments.unlearn"] + sys.argv[1:])
 
-  path = os.path.join(output_dir, "results.json")
+  name = ("results.json" if jax.process_count() == 1
+          else f"results-process{jax.process_index()}.json")
+  path = os.path.join(output_dir, name)
   results.write_json_atomic(path, outcome)
   times = outcome["wall_time_s"]
   print()

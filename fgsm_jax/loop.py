@@ -192,8 +192,13 @@ def vmap_seeds(run, num_seeds: int):
   return single
 
 
-def seed_keys(config: Config) -> jax.Array:
-  """One key per seed: fold_in(key(config.seed), i) for i < config.seeds."""
+def seed_keys(config: Config, first: int = 0) -> jax.Array:
+  """Keys of seeds first .. first + config.seeds - 1: fold_in(key(seed), i).
+
+  `first` lets several processes (hosts) run disjoint seeds of one
+  experiment: process p of a multi-host run takes first = p * config.seeds,
+  so its seeds are those a single run of more seeds would give it.
+  """
   base = jax.random.key(config.seed)
   return jax.vmap(lambda i: jax.random.fold_in(base, i))(
-      jnp.arange(config.seeds))
+      first + jnp.arange(config.seeds))

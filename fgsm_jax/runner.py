@@ -19,15 +19,20 @@ def run_unlearning(config: Config, dataset: Dataset,
   """Compiles and runs `config` on `dataset`; returns the results dict.
 
   All seeds run as one jitted, vmapped program, their axis sharded over the
-  local devices (`sharding.seed_mesh`); compile and run are timed apart. The
+  local devices (`sharding.seed_mesh`); compile and run are timed apart. In a
+  multi-process run (`jax.distributed.initialize`), each process runs its
+  own block of seeds. The
   dict holds the config, per-seed per-round metrics, the summary, wall
   times, versions and devices.
   """
   run = loop.make_unlearn(config, progress)
   mesh = sharding.seed_mesh(config.seeds)
+  # In a multi-process (multi-host) run each process runs its own seeds on
+  # its own devices: process p takes seeds p * seeds .. (p + 1) * seeds - 1.
+  first_seed = jax.process_index() * config.seeds
   keys, data, hparams = sharding.place(
-      mesh, loop.seed_keys(config), Dataset(*(np.asarray(a) for a in dataset)),
-      loop.hparams_from(config))
+      mesh, loop.seed_keys(config, first_seed),
+      Dataset(*(np.asarray(a) for a in dataset)), loop.hparams_from(config))
   program = jax.jit(loop.vmap_seeds(run, config.seeds))
 
   start = time.perf_counter()
@@ -48,6 +53,9 @@ def run_unlearning(config: Config, dataset: Dataset,
       "wall_time_s": {"compile": compile_s, "run": run_s},
       "versions": {"jax": jax.__version__, "python": platform.python_version()},
       "device": {"backend": jax.default_backend(),
-                 "devices": [str(d) for d in jax.devices()],
-                 "seed_devices": int(mesh.devices.size)},
+                 "devices": [str(d) for d in jax.local_devices()],
+                 "seed_devices": int(mesh.devices.size),
+                 "process_index": jax.process_index(),
+                 "process_count": jax.process_count(),
+                 "first_seed": first_seed},
   }
