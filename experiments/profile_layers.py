@@ -5,7 +5,8 @@ r"""Times the Fig. 3 LeNet's costly layers, per implementation, on this device.
 Prints the median milliseconds of the forward pass, and of the forward pass
 with the weight or the input gradient, of conv2 (32 -> 64 channels, 3x3, on 26x26) for XLA's convolution
 and for the shifted-matmul convolution, and of max pooling's gradient for
-`nn.max_pool` and the reshape-and-max pooling the models use. This is the
+`nn.max_pool` and the reshape-and-max pooling the models use; and the three
+matmul shapes of conv2's shifted-matmul passes beside square matmuls. This is the
 evidence behind `conv_impl='auto'` and `max_pool_2x2` (BUILD_NOTES.md). Last, the training throughput of the whole
 network, run plainly and under `vmap` over one seed (`loop.vmap_seeds`).
 """
@@ -58,6 +59,20 @@ def main(argv):
     grad_x = median_ms(jax.jit(jax.grad(objective, argnums=0)), h1, kernel)
     print(f"conv2 {name:15s} forward {fwd:6.1f} ms | forward + weight grad "
           f"{grad_w:6.1f} ms | forward + input grad {grad_x:6.1f} ms")
+  # The three matmuls of conv2's shifted-matmul forward and backward.
+  rows = b * 24 * 24
+  for name, (m, k, n) in (("forward  patches @ W", (rows, 288, 64)),
+                          ("weight grad dy^T @ patches", (64, rows, 288)),
+                          ("input grad dy @ W^T", (rows, 64, 288))):
+    a = jax.random.normal(kx, (m, k))
+    c = jax.random.normal(kw, (k, n))
+    ms = median_ms(jax.jit(lambda a, c: a @ c), a, c)
+    print(f"matmul {name:27s} [{m},{k}]x[{k},{n}] {ms:6.1f} ms "
+          f"{2 * m * k * n / ms / 1e6:5.0f} GFLOP/s")
+  for n in (1024, 2048):
+    a = jax.random.normal(kx, (n, n))
+    ms = median_ms(jax.jit(lambda a: a @ a), a)
+    print(f"matmul square {n:5d}: {ms:6.1f} ms {2 * n**3 / ms / 1e6:5.0f} GFLOP/s")
   h2 = jax.random.uniform(kx, (b, 24, 24, 64))
   for name, pool in (("nn.max_pool", lambda x: nn.max_pool(x, (2, 2), (2, 2))),
                      ("max_pool_2x2", models.max_pool_2x2)):

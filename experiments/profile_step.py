@@ -1,7 +1,7 @@
 r"""Where a training step's time goes: XLA's ops, timed by the JAX profiler.
 
   python -m experiments.profile_step [--model=lenet] [--batch_size=128]
-      [--work=train|fgsm] [--top=20]
+      [--work=train|fgsm] [--conv_impl=auto] [--top=20]
 
 Runs `--steps` training steps (or FGSM batches) as one compiled scan, traces
 one call with `jax.profiler`, and prints the ops that took the most time per
@@ -33,10 +33,11 @@ flags.DEFINE_integer("batch_size", 128, "images per step")
 flags.DEFINE_integer("steps", 10, "steps per traced call")
 flags.DEFINE_enum("work", "train", ["train", "fgsm"], "what to profile")
 flags.DEFINE_integer("top", 20, "ops to list")
+flags.DEFINE_string("conv_impl", "auto", "auto, shifted_matmul or xla")
 
 
-def program(work, model, b, steps):
-  apply = models.make_apply(model)
+def program(work, model, b, steps, conv_impl):
+  apply = models.make_apply(model, conv_impl)
   key = jax.random.key(0)
   images = jax.random.uniform(key, (steps * b, 28, 28, 1))
   labels = jax.random.randint(key, (steps * b,), 0, 10)
@@ -57,7 +58,7 @@ def program(work, model, b, steps):
 def main(argv):
   del argv
   b, steps = FLAGS.batch_size, FLAGS.steps
-  fn, args = program(FLAGS.work, FLAGS.model, b, steps)
+  fn, args = program(FLAGS.work, FLAGS.model, b, steps, FLAGS.conv_impl)
   jax.block_until_ready(fn(*args))
   start = time.perf_counter()
   jax.block_until_ready(fn(*args))
@@ -76,7 +77,8 @@ def main(argv):
   shapes = dict(re.findall(r"^\s*(?:ROOT )?%?([\w.\-]+) = (\S+) ", hlo, re.M))
   sources = dict(re.findall(
       r"^\s*(?:ROOT )?%?([\w.\-]+) = [^\n]*op_name=\"([^\"]+)\"", hlo, re.M))
-  print(f"{FLAGS.work}, {FLAGS.model}, batch {b}: {1000 * wall / steps:.1f} ms "
+  print(f"{FLAGS.work}, {FLAGS.model}, conv {FLAGS.conv_impl}, batch {b}: "
+        f"{1000 * wall / steps:.1f} ms "
         f"per step ({steps * b / wall:.0f} img/s) untraced; "
         f"ops seen by the profiler {sum(per_op.values()):.1f} ms per step")
   for name, ms in per_op.most_common(FLAGS.top):
