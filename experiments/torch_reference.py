@@ -102,8 +102,9 @@ def load_flax_params(module: nn.Module, params) -> nn.Module:
 
 def to_nchw(images: np.ndarray) -> torch.Tensor:
   """[N, 28, 28, 1] float32 numpy -> [N, 1, 28, 28] torch tensor."""
-  return torch.from_numpy(np.ascontiguousarray(
-      np.asarray(images, np.float32).transpose(0, 3, 1, 2)))
+  # np.array copies: the result is writable whatever the input was.
+  return torch.from_numpy(np.array(
+      np.asarray(images, np.float32).transpose(0, 3, 1, 2), order="C"))
 
 
 def train_epoch(module, optimizer, images, labels, batch_size: int,
