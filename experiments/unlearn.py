@@ -120,7 +120,7 @@ def main(argv):
       "runs", "unlearn-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
   try:
     os.makedirs(output_dir, exist_ok=True)
-    probe = os.path.join(output_dir, ".write-test")
+    probe = os.path.join(output_dir, f".write-test-{os.getpid()}")
     with open(probe, "w"):
       pass
     os.remove(probe)

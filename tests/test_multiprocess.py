@@ -37,9 +37,10 @@ def test_each_process_runs_its_own_block_of_seeds(tmp_path):
                f"--output_dir={tmp_path / 'multi'}"),
       cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
       text=True) for i in range(2)]
-  for p in procs:
-    _, err = p.communicate(timeout=600)
-    assert p.returncode == 0, err[-3000:]
+  errors = [p.communicate(timeout=900)[1] for p in procs]
+  for i, (p, err) in enumerate(zip(procs, errors)):
+    assert p.returncode == 0, f"process {i}:\n" + "\n".join(
+        f"--- process {j} stderr ---\n{e[-2000:]}" for j, e in enumerate(errors))
   single = subprocess.run(_unlearn("--seeds=2", f"--output_dir={tmp_path / 'one'}"),
                           cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=600)
