@@ -35,9 +35,7 @@ class Config:
 
   def __post_init__(self):
     models.get_model(self.model, self.conv_impl)
-    if self.conv_impl not in models.CONV_IMPLS:  # Without touching a backend.
-      raise ValueError(f"conv_impl must be one of {models.CONV_IMPLS}, got "
-                       f"{self.conv_impl!r}")
+    models.check_conv_impl(self.conv_impl)  # Not resolve: no backend yet.
     if not (isinstance(self.epsilon, (int, float)) and math.isfinite(self.epsilon)
             and 0.0 <= self.epsilon <= 1.0):
       raise ValueError(f"epsilon must be a number in [0, 1], got {self.epsilon!r}")

@@ -30,10 +30,15 @@ ApplyFn = Callable[..., jax.Array]  # (params, images [B,28,28,1]) -> [B,10]
 CONV_IMPLS = ("auto", "shifted_matmul", "xla")
 
 
-def resolve_conv_impl(impl: str) -> str:
-  """'auto' becomes 'shifted_matmul' on CPU and 'xla' on accelerators."""
+def check_conv_impl(impl: str) -> None:
+  """Raises ValueError for an unknown name; touches no JAX backend."""
   if impl not in CONV_IMPLS:
     raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {impl!r}")
+
+
+def resolve_conv_impl(impl: str) -> str:
+  """'auto' becomes 'shifted_matmul' on CPU and 'xla' on accelerators."""
+  check_conv_impl(impl)
   if impl == "auto":
     return "shifted_matmul" if jax.default_backend() == "cpu" else "xla"
   return impl
