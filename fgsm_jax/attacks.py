@@ -52,3 +52,56 @@ def fgsm(apply_fn: ApplyFn, params: Params, images: jax.Array,
   chex.assert_rank([images, labels], [4, 1])
   grad, _ = input_gradient(apply_fn, params, images, labels)
   return fgsm_step(images, grad, epsilon)
+
+
+def kl_divergence(p_logits: jax.Array, q_logits: jax.Array) -> jax.Array:
+  """Per-example KL(softmax(p) || softmax(q)), float [B]."""
+  p_log = jax.nn.log_softmax(p_logits)
+  return jnp.sum(jnp.exp(p_log) * (p_log - jax.nn.log_softmax(q_logits)), -1)
+
+
+def pgd(apply_fn: ApplyFn, params: Params, images: jax.Array,
+        labels: jax.Array, epsilon: jax.Array | float, key: jax.Array | None,
+        *, steps: int, step_size: jax.Array | float, loss_fn=None,
+        start: str = "uniform") -> jax.Array:
+  """L-inf PGD: `steps` signed-gradient ascent steps, projected on the ball.
+
+  x_0 = x + U(-eps, eps) (random start; `key=None` starts at x), then
+  x_{t+1} = clip(proj_eps(x_t + step_size * sign(grad)), 0, 1). With steps=1,
+  no random start and step_size = eps this is exactly `fgsm`.
+
+  Args:
+    apply_fn, params: the attacked model (inference mode).
+    images: float [B, 28, 28, 1] in [0, 1].
+    labels: what `loss_fn` compares the logits with: int [B] for the default.
+    epsilon: L-inf radius; key: random-start key or None.
+    steps: ascent steps (static); step_size: size of each.
+    loss_fn: (logits, labels) -> per-example loss [B] to maximize; default
+      the cross-entropy.
+    start: 'uniform' (U(-eps, eps), Madry et al.) or 'gaussian'
+      (0.001 * N(0, 1), TRADES' start for its KL loss, zero-gradient at x).
+
+  Returns:
+    Adversarial images within epsilon of `images`, in [0, 1].
+  """
+  chex.assert_rank(images, 4)
+  loss_fn = loss_fn or losses.per_example_loss
+
+  def total_loss(x):
+    return jnp.sum(loss_fn(apply_fn(params, x), labels))
+
+  x = images
+  if key is not None:
+    if start == "uniform":
+      noise = jax.random.uniform(key, images.shape, images.dtype, -epsilon,
+                                 epsilon)
+    elif start == "gaussian":
+      noise = 0.001 * jax.random.normal(key, images.shape, images.dtype)
+    else:
+      raise ValueError(f"unknown start {start!r}: 'uniform' or 'gaussian'")
+    x = jnp.clip(images + noise, 0.0, 1.0)
+
+  def body(_, x):
+    x = x + step_size * jnp.sign(jax.grad(total_loss)(x))
+    return jnp.clip(jnp.clip(x, images - epsilon, images + epsilon), 0.0, 1.0)
+  return jax.lax.fori_loop(0, steps, body, x)

@@ -6,7 +6,7 @@ import dataclasses
 import math
 from typing import Any
 
-from fgsm_jax import models
+from fgsm_jax import methods, models
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,18 +32,50 @@ class Config:
   chunk_size: int = 500           # Examples per chunk of the full-split passes.
   train_size: int = 0             # First N training examples; 0 = all 60,000.
   test_size: int = 0              # First N test examples; 0 = all 10,000.
+  # What a round does (`methods.METHODS`); 'remove_retrain' is the paper's.
+  method: str = "remove_retrain"
+  # Method hyperparameters, each with its source. Forget batches are drawn
+  # from the round's forget set beside every retain minibatch; 32 is SCRUB's
+  # forget batch size (del_batch_size in Kurmanji et al.'s code).
+  forget_batch_size: int = 32
+  # NegGrad+ (Kurmanji et al. 2023): alpha * retain CE - (1 - alpha) * forget
+  # CE; their code tunes alpha near 1 per setting, 0.999 here.
+  neggrad_alpha: float = 0.999
+  # Ours: ascent terms (NegGrad+, SCRUB's max step) stop per example at this
+  # loss, ln 10 = a wrong label's probability down to 0.1, so they stay
+  # bounded over many steps.
+  ascent_cap: float = 2.302585
+  relabel_weight: float = 1.0     # relabel/salun: weight of the forget term.
+  salun_sparsity: float = 0.5     # SalUn (Fan et al. 2024): half the weights frozen.
+  # SCRUB (Kurmanji et al. 2023, their code's defaults): gamma * CE + alpha *
+  # KD on retain, KD at temperature 4, max steps in the first 2 epochs.
+  scrub_alpha: float = 0.001
+  scrub_gamma: float = 0.99
+  scrub_temperature: float = 4.0
+  scrub_max_epochs: int = 2
+  fgsm_at_alpha: float = 0.5      # Goodfellow et al. 2015: 0.5 clean + 0.5 FGSM.
+  fgsm_rs_step: float = 1.25      # Wong et al. 2020: step 1.25 * epsilon.
+  # PGD training attack (pgd_at, trades): Madry et al. 2018's MNIST attack,
+  # 40 steps of 0.01 (TRADES' MNIST code uses the same); random start.
+  pgd_steps: int = 40
+  pgd_step_size: float = 0.01
+  trades_beta: float = 6.0        # Zhang et al. 2019.
 
   def __post_init__(self):
     models.get_model(self.model, self.conv_impl)
+    if self.method not in methods.METHODS:
+      raise ValueError(f"unknown method {self.method!r}; choose one of "
+                       f"{list(methods.METHODS)}")
     models.check_conv_impl(self.conv_impl)  # Not resolve: no backend yet.
     if not (isinstance(self.epsilon, (int, float)) and math.isfinite(self.epsilon)
             and 0.0 <= self.epsilon <= 1.0):
       raise ValueError(f"epsilon must be a number in [0, 1], got {self.epsilon!r}")
     for name in ("seeds", "epochs", "batch_size", "forget_per_round",
-                 "chunk_size"):
+                 "chunk_size", "forget_batch_size", "pgd_steps"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-    for name in ("retrain_epochs", "rounds", "train_size", "test_size", "seed"):
+    for name in ("retrain_epochs", "rounds", "train_size", "test_size", "seed",
+                 "scrub_max_epochs"):
       if getattr(self, name) < 0:
         raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
     if not 0.0 <= self.target_accuracy <= 1.0:
@@ -51,6 +83,16 @@ class Config:
                        f"{self.target_accuracy}")
     if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
       raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+    for name in ("neggrad_alpha", "salun_sparsity", "fgsm_at_alpha"):
+      if not 0.0 <= getattr(self, name) <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+    for name in ("ascent_cap", "relabel_weight", "scrub_alpha", "scrub_gamma",
+                 "scrub_temperature", "fgsm_rs_step", "pgd_step_size",
+                 "trades_beta"):
+      value = getattr(self, name)
+      if not (isinstance(value, (int, float)) and math.isfinite(value)
+              and value >= 0):
+        raise ValueError(f"{name} must be a number >= 0, got {value!r}")
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
@@ -74,7 +116,24 @@ PRESETS = {
     "smoke": Config(model="lenet5", epochs=1, retrain_epochs=1, rounds=2,
                     forget_per_round=32, train_size=2048, test_size=512,
                     chunk_size=256),
+    # experiments.compare: every method on full MNIST within a developer
+    # session on a 2-core CPU. The small Fig. 4 network, 3 initial epochs,
+    # then 2 rounds of 1 epoch each; target 1.0 so every method runs both.
+    "compare": Config(model="lenet5", epochs=3, retrain_epochs=1, rounds=2,
+                      target_accuracy=1.0),
 }
+
+def describe(config: Config) -> str:
+  """One line saying how a run differs from the paper's settings (Sec. 4)."""
+  paper = PRESETS["paper"]
+  fields = ("model", "epochs", "retrain_epochs", "rounds", "forget_per_round",
+            "target_accuracy", "train_size", "test_size", "batch_size",
+            "learning_rate")
+  changed = [f"{f}={getattr(config, f)} (paper: {getattr(paper, f)})"
+             for f in fields if getattr(config, f) != getattr(paper, f)]
+  if not changed:
+    return "the paper's settings"
+  return "reduced from the paper's settings: " + ", ".join(changed)
 
 
 def get_config(preset: str = "default", **overrides) -> Config:

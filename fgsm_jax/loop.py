@@ -25,7 +25,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fgsm_jax import evaluation, losses, models, training, unlearning
+from fgsm_jax import (attacks, evaluation, losses, methods, models,
+                      training, unlearning)
 from fgsm_jax.config import Config
 from fgsm_jax.data import Dataset
 
@@ -67,6 +68,14 @@ class RunResult:
 
 
 @flax.struct.dataclass
+class Pretrained:
+  """The trained model every method starts from, and its round-0 metrics."""
+  train: training.TrainState
+  first: RoundMetrics
+  stale_adv: jax.Array  # Round 0's FGSM test images: every round's stale set.
+
+
+@flax.struct.dataclass
 class _LoopState:
   train: training.TrainState
   removed_round: jax.Array
@@ -80,60 +89,108 @@ def _report(progress: ProgressFn | None, kind: str, **values):
     jax.debug.callback(functools.partial(progress, kind), values)
 
 
-def make_unlearn(config: Config, progress: ProgressFn | None = None):
-  """Builds the pure `run(key, data, hparams) -> RunResult` of one seed.
+def _with_round_fields(metrics, removed, forget_loss):
+  return RoundMetrics(**vars(metrics), removed=removed, forget_loss=forget_loss)
 
-  Args:
-    config: static structure of the run (model, sizes, epochs, rounds).
-    progress: optional host function called from inside the program after each
-      epoch and each round (see `ProgressFn`); it only reads values.
 
-  Returns:
-    run(key, data: Dataset of arrays, hparams: HParams) -> RunResult.
-  """
+def _train_epochs(state, weights, key, num_epochs, round_index, active, *,
+                  config, data, make_step, progress):
+  """`num_epochs` epochs (a scan); make_step(epoch) gives the step function."""
+  def body(state, epoch):
+    state, loss = training.train_epoch(
+        state, data.train_images, data.train_labels, weights,
+        jax.random.fold_in(key, epoch), step_fn=make_step(epoch),
+        batch_size=config.batch_size)
+    _report(progress, "epoch", round=round_index, epoch=epoch + 1,
+            epochs=num_epochs, loss=loss, active=active)
+    return state, loss
+  state, _ = jax.lax.scan(body, state, jnp.arange(num_epochs))
+  return state
+
+
+def _split_key(key):
+  """(init, train, rounds) keys of a seed's run."""
+  return jax.random.split(key, 3)
+
+
+def make_pretrain(config: Config, progress: ProgressFn | None = None):
+  """Builds `pretrain(key, data, hparams) -> Pretrained` of one seed: fresh
+  parameters, `config.epochs` epochs of plain training, round-0 metrics."""
   apply_fn = models.make_apply(config.model, config.conv_impl)
 
-  def run(key: jax.Array, data: Dataset, hp: HParams) -> RunResult:
+  def pretrain(key: jax.Array, data: Dataset, hp: HParams) -> Pretrained:
     optimizer = optax.adam(hp.learning_rate)
     step_fn = functools.partial(unlearning.unlearn_step, apply_fn=apply_fn,
                                 optimizer=optimizer)
-    epoch_fn = functools.partial(training.train_epoch,
-                                 images=data.train_images,
-                                 labels=data.train_labels, step_fn=step_fn,
-                                 batch_size=config.batch_size)
-    n_train = data.train_labels.shape[0]
-
-    def train_epochs(state, weights, key, num_epochs, round_index, active):
-      def body(state, epoch):
-        state, loss = epoch_fn(state, weights=weights,
-                               key=jax.random.fold_in(key, epoch))
-        _report(progress, "epoch", round=round_index, epoch=epoch + 1,
-                epochs=num_epochs, loss=loss, active=active)
-        return state, loss
-      state, _ = jax.lax.scan(body, state, jnp.arange(num_epochs))
-      return state
-
-    init_key, train_key, rounds_key = jax.random.split(key, 3)
+    init_key, train_key, _ = _split_key(key)
     state = training.create_train_state(
         models.init_params(init_key, config.model, config.conv_impl), optimizer)
-    state = train_epochs(state, jnp.ones(n_train), train_key, config.epochs,
-                         0, True)
-
-    def with_round_fields(metrics, removed, forget_loss):
-      return RoundMetrics(**vars(metrics), removed=removed,
-                          forget_loss=forget_loss)
-
-    # Round 0's FGSM test images are the stale set of every later round.
+    state = _train_epochs(state, jnp.ones(data.train_labels.shape[0]),
+                          train_key, config.epochs, 0, True, config=config,
+                          data=data, make_step=lambda epoch: step_fn,
+                          progress=progress)
     first, stale_adv = evaluation.evaluate(
         apply_fn, state.params, data.test_images, data.test_labels, None,
         hp.epsilon, config.chunk_size)
-    first = with_round_fields(first, jnp.int32(0), jnp.float32(jnp.nan))
+    first = _with_round_fields(first, jnp.int32(0), jnp.float32(jnp.nan))
+    _report(progress, "round", round=0, metrics=first, active=True)
+    return Pretrained(state, first, stale_adv)
+
+  return pretrain
+
+
+def _select(apply_fn, params, data, retained, epsilon, config):
+  """The round's forget set: the `forget_per_round` retained training
+  examples whose FGSM versions have the highest loss.
+
+  Returns:
+    (indices int [K], valid bool [K], chosen bool [N], their mean FGSM loss).
+  """
+  scored = evaluation.fgsm_pass(apply_fn, params, data.train_images,
+                                data.train_labels, epsilon, config.chunk_size)
+  indices, valid = unlearning.forget_indices(scored["loss"], retained,
+                                             config.forget_per_round)
+  chosen = jnp.zeros(retained.shape, bool).at[indices].set(valid)
+  forget_loss = losses.weighted_mean(scored["loss"], chosen.astype(jnp.float32))
+  return indices, valid, chosen, forget_loss
+
+
+def _forget_batch(apply_fn, params, data, indices, valid, epsilon):
+  """The selected examples' FGSM images, re-crafted (K of them, cheaper than
+  keeping all N from the selection pass), with the labels the model gives
+  them; weight 1 where that label is wrong."""
+  labels = data.train_labels[indices]
+  adv = attacks.fgsm(apply_fn, params, data.train_images[indices], labels,
+                     epsilon)
+  predicted = jnp.argmax(apply_fn(params, adv), axis=-1).astype(labels.dtype)
+  weights = jnp.logical_and(valid, predicted != labels).astype(jnp.float32)
+  return methods.ForgetBatch(adv, labels, predicted, weights)
+
+
+def make_rounds(config: Config, progress: ProgressFn | None = None):
+  """Builds `rounds(key, pretrained, data, hparams) -> RunResult` of one seed
+  and `config.method`: unlearning rounds from the pretrained model until the
+  white-box FGSM test accuracy reaches the target or the round cap."""
+  apply_fn = models.make_apply(config.model, config.conv_impl)
+  method = methods.make_method(config.method, config, apply_fn)
+  k = config.forget_per_round
+  forget_batch = min(config.forget_batch_size, k)
+
+  def rounds(key: jax.Array, pre: Pretrained, data: Dataset,
+             hp: HParams) -> RunResult:
+    optimizer = optax.adam(hp.learning_rate)
+    n_train = data.train_labels.shape[0]
+    rounds_key = _split_key(key)[2]
     history = jax.tree.map(
-        lambda x: jnp.full((config.rounds + 1,), jnp.nan, jnp.float32), first)
+        lambda x: jnp.full((config.rounds + 1,), jnp.nan, jnp.float32),
+        pre.first)
     history = history.replace(removed=jnp.full((config.rounds + 1,), -1,
                                                jnp.int32))
-    history = jax.tree.map(lambda h, x: h.at[0].set(x), history, first)
-    _report(progress, "round", round=0, metrics=first, active=True)
+    history = jax.tree.map(lambda h, x: h.at[0].set(x), history, pre.first)
+    no_forget = methods.ForgetBatch(
+        jnp.zeros((k,) + data.train_images.shape[1:], data.train_images.dtype),
+        jnp.zeros(k, data.train_labels.dtype),
+        jnp.zeros(k, data.train_labels.dtype), jnp.zeros(k, jnp.float32))
 
     def keep_going(loop):
       return jnp.logical_and(~loop.done, loop.round < config.rounds)
@@ -143,22 +200,46 @@ def make_unlearn(config: Config, progress: ProgressFn | None = None):
       # the loop discards; `active` tells progress reports apart.
       active = keep_going(loop)
       round_index = loop.round + 1
-      retained = loop.removed_round == 0
-      scored = evaluation.fgsm_pass(apply_fn, loop.train.params,
-                                    data.train_images, data.train_labels,
-                                    hp.epsilon, config.chunk_size)
-      forget = unlearning.select_forget(scored["loss"], retained,
-                                        config.forget_per_round)
-      forget_loss = losses.weighted_mean(
-          scored["loss"], forget.astype(jnp.float32))
-      removed_round = jnp.where(forget, round_index, loop.removed_round)
+      state = loop.train
+      forget, forget_loss = no_forget, jnp.float32(jnp.nan)
+      removed_round = loop.removed_round
+      if method.selects:
+        indices, valid, chosen, forget_loss = _select(
+            apply_fn, state.params, data, loop.removed_round == 0, hp.epsilon,
+            config)
+        removed_round = jnp.where(chosen, round_index, removed_round)
+        if methods.needs_forget_batch(method):
+          forget = _forget_batch(apply_fn, state.params, data, indices, valid,
+                                 hp.epsilon)
+      if method.reset_optimizer:
+        state = state.replace(opt_state=optimizer.init(state.params))
+      mask = (methods.saliency_mask(apply_fn, state.params, forget,
+                                    method.saliency_sparsity)
+              if method.saliency_sparsity is not None
+              else methods.ones_like_params(state.params))
+      ctx = methods.RoundContext(state.params, mask, jnp.int32(0), hp.epsilon)
+
+      def make_step(epoch):
+        def step_fn(state, images, labels, weights, key):
+          picked = forget
+          if method.uses_forget:
+            pick = jax.random.choice(jax.random.fold_in(key, 7), k,
+                                     (forget_batch,), replace=False)
+            picked = jax.tree.map(lambda a: a[pick], forget)
+          return methods.unlearn_step(
+              state, methods.Batch(images, labels, weights), picked, key,
+              ctx.replace(epoch=epoch), method=method, optimizer=optimizer)
+        return step_fn
+
       weights = (removed_round == 0).astype(jnp.float32)
-      state = train_epochs(loop.train, weights,
-                           jax.random.fold_in(rounds_key, round_index),
-                           config.retrain_epochs, round_index, active)
-      metrics = with_round_fields(
+      state = _train_epochs(state, weights,
+                            jax.random.fold_in(rounds_key, round_index),
+                            config.retrain_epochs, round_index, active,
+                            config=config, data=data, make_step=make_step,
+                            progress=progress)
+      metrics = _with_round_fields(
           evaluation.evaluate(apply_fn, state.params, data.test_images,
-                              data.test_labels, stale_adv, hp.epsilon,
+                              data.test_labels, pre.stale_adv, hp.epsilon,
                               config.chunk_size),
           jnp.sum(removed_round > 0), forget_loss)
       _report(progress, "round", round=round_index, metrics=metrics,
@@ -168,16 +249,36 @@ def make_unlearn(config: Config, progress: ProgressFn | None = None):
       return _LoopState(state, removed_round, round_index,
                         metrics.fgsm_accuracy >= hp.target_accuracy, history)
 
-    loop = _LoopState(state, jnp.zeros(n_train, jnp.int32), jnp.int32(0),
-                      first.fgsm_accuracy >= hp.target_accuracy, history)
+    loop = _LoopState(pre.train, jnp.zeros(n_train, jnp.int32), jnp.int32(0),
+                      pre.first.fgsm_accuracy >= hp.target_accuracy, history)
     loop = jax.lax.while_loop(keep_going, one_round, loop)
     return RunResult(loop.history, loop.round, loop.done, loop.removed_round)
+
+  return rounds
+
+
+def make_unlearn(config: Config, progress: ProgressFn | None = None):
+  """Builds the pure `run(key, data, hparams) -> RunResult` of one seed:
+  `make_pretrain` then `make_rounds`, as one program.
+
+  Args:
+    config: static structure of the run (model, method, sizes, epochs,
+      rounds).
+    progress: optional host function called from inside the program after each
+      epoch and each round (see `ProgressFn`); it only reads values.
+  """
+  pretrain = make_pretrain(config, progress)
+  rounds = make_rounds(config, progress)
+
+  def run(key: jax.Array, data: Dataset, hp: HParams) -> RunResult:
+    return rounds(key, pretrain(key, data, hp), data, hp)
 
   return run
 
 
-def vmap_seeds(run, num_seeds: int):
-  """`run` over a leading seed axis of keys (data and hparams shared).
+def vmap_seeds(fn, num_seeds: int, batched=(True, False, False)):
+  """`fn` over a leading seed axis of the arguments flagged in `batched`
+  (by default the keys; data and hparams shared).
 
   One seed runs unbatched with the seed axis added to its outputs: on CPU a
   vmap over a size-1 axis turns matmuls into batched matmuls, and training
@@ -185,10 +286,11 @@ def vmap_seeds(run, num_seeds: int):
   results are the same either way (a test).
   """
   if num_seeds > 1:
-    return jax.vmap(run, in_axes=(0, None, None))
-  def single(keys, data, hparams):
-    out = run(keys[0], data, hparams)
-    return jax.tree.map(lambda x: x[None], out)
+    return jax.vmap(fn, in_axes=tuple(0 if b else None for b in batched))
+  def single(*args):
+    args = [jax.tree.map(lambda x: x[0], a) if b else a
+            for a, b in zip(args, batched)]
+    return jax.tree.map(lambda x: x[None], fn(*args))
   return single
 
 

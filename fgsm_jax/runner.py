@@ -9,7 +9,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from fgsm_jax import loop, models, results, sharding
+from fgsm_jax import loop, methods, models, results, sharding
 from fgsm_jax.config import Config
 from fgsm_jax.data import Dataset
 
@@ -43,6 +43,10 @@ def run_unlearning(config: Config, dataset: Dataset,
   run_s = time.perf_counter() - start
 
   records = results.per_seed_records(outcome)
+  n_train = int(dataset.train_labels.shape[0])
+  for record in records:
+    record["passes"] = methods.run_passes(config, n_train,
+                                          record["rounds_completed"])
   return {
       "config": config.to_dict(),
       "conv_impl_used": models.resolve_conv_impl(config.conv_impl),

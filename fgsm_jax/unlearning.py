@@ -17,23 +17,29 @@ from fgsm_jax.models import ApplyFn
 from fgsm_jax.training import TrainState
 
 
-def select_forget(scores: jax.Array, retained: jax.Array, k: int) -> jax.Array:
-  """The `k` highest-scoring examples among those still retained.
+def forget_indices(scores: jax.Array, retained: jax.Array, k: int):
+  """Indices of the `k` highest-scoring examples among those still retained.
 
   Args:
     scores: float [N], e.g. the per-example loss of each training example's
       FGSM version against the current model.
     retained: bool [N], False for examples removed in earlier rounds.
-    k: forget-set size (static). Fewer are chosen if fewer are retained.
+    k: forget-set size (static).
 
   Returns:
-    bool [N]: True for the chosen examples; never True where `retained` is False.
+    (indices int32 [k], valid bool [k]): valid is False for slots beyond the
+    number of retained examples.
   """
   chex.assert_equal_shape([scores, retained])
-  masked = jnp.where(retained, scores, -jnp.inf)
-  values, indices = jax.lax.top_k(masked, k)
-  chosen = jnp.zeros(scores.shape, bool)
-  return chosen.at[indices].set(values > -jnp.inf)
+  values, indices = jax.lax.top_k(jnp.where(retained, scores, -jnp.inf), k)
+  return indices, values > -jnp.inf
+
+
+def select_forget(scores: jax.Array, retained: jax.Array, k: int) -> jax.Array:
+  """`forget_indices` as a mask: bool [N], True for the chosen examples and
+  never True where `retained` is False (fewer than k if fewer are retained)."""
+  indices, valid = forget_indices(scores, retained, k)
+  return jnp.zeros(scores.shape, bool).at[indices].set(valid)
 
 
 def unlearn_step(state: TrainState, images: jax.Array, labels: jax.Array,

@@ -1,0 +1,129 @@
+"""What the entry points share: config flags, one-line errors, data, output.
+
+Every `Config` field is a flag (None = the preset's value); bad input ends
+the run with one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import sys
+import time
+
+from absl import flags
+
+from fgsm_jax import config as config_lib
+from fgsm_jax import data as data_lib
+from fgsm_jax import methods
+
+HELP = {
+    "epsilon": "FGSM L-inf radius in [0, 1]",
+    "model": "lenet (paper Fig. 3) or lenet5 (Fig. 4)",
+    "conv_impl": "auto, shifted_matmul or xla",
+    "seeds": "independent runs, vmapped",
+    "seed": "base PRNG seed",
+    "epochs": "initial training epochs",
+    "retrain_epochs": "training epochs in each round",
+    "rounds": "cap on unlearning rounds",
+    "forget_per_round": "examples selected (removed) per round",
+    "target_accuracy": "stop at this white-box FGSM accuracy",
+    "batch_size": "minibatch size",
+    "learning_rate": "Adam learning rate",
+    "chunk_size": "examples per chunk of full-split passes",
+    "train_size": "first N training examples (0 = all)",
+    "test_size": "first N test examples (0 = all)",
+    "method": f"one of {', '.join(methods.METHODS)}",
+}
+_DEFINE = {int: flags.DEFINE_integer, float: flags.DEFINE_float,
+           str: flags.DEFINE_string}
+FIELDS = tuple(f.name for f in dataclasses.fields(config_lib.Config))
+
+
+def define_config_flags(exclude=()):
+  """A flag per `Config` field (method hyperparameters: see config.py)."""
+  for field in dataclasses.fields(config_lib.Config):
+    if field.name in exclude:
+      continue
+    kind = type(field.default)
+    _DEFINE[kind](field.name, None,
+                  HELP.get(field.name, f"Config.{field.name} (fgsm_jax/config.py)"))
+  flags.DEFINE_string("data_dir", None,
+                      "folder of the four MNIST IDX files; default "
+                      "$MNIST_DIR, else tensorflow-datasets")
+
+
+def fail(message: str) -> None:
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def config_from_flags(preset: str, **fixed) -> config_lib.Config:
+  """The preset with every flag that was given (and `fixed`) applied."""
+  values = {f: getattr(flags.FLAGS, f, None) for f in FIELDS}
+  values.update(fixed)
+  try:
+    return config_lib.get_config(preset, **values)
+  except ValueError as e:
+    fail(str(e))
+
+
+def output_dir(given: str | None, prefix: str) -> str:
+  """`given` or runs/<prefix>-<time>, created and checked writable."""
+  path = given or os.path.join(
+      "runs", prefix + "-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+  try:
+    os.makedirs(path, exist_ok=True)
+    probe = os.path.join(path, f".write-test-{os.getpid()}")
+    with open(probe, "w"):
+      pass
+    os.remove(probe)
+  except OSError as e:
+    fail(f"output dir {path!r} is not writable: {e}")
+  return path
+
+
+def load_data(config: config_lib.Config) -> data_lib.Dataset:
+  try:
+    return data_lib.take(data_lib.load_mnist(flags.FLAGS.data_dir),
+                         config.train_size, config.test_size)
+  except data_lib.DataError as e:
+    fail(f"{e} (set --data_dir or MNIST_DIR to a folder of the MNIST IDX files)")
+
+
+class ProgressPrinter:
+  """Prints one line per epoch and per round, averaged over the seeds.
+
+  Reports arrive from inside the compiled program once per seed; a line is
+  printed when every seed's report for that step is in.
+  """
+
+  def __init__(self, seeds: int, label: str = ""):
+    self.seeds = seeds
+    self.label = label
+    self.pending = {}
+    self.start = time.perf_counter()
+
+  def __call__(self, kind, values):
+    key = (kind, int(values["round"]), int(values.get("epoch", 0)))
+    self.pending.setdefault(key, []).append(values)
+    if len(self.pending[key]) < self.seeds:
+      return
+    reports = [v for v in self.pending.pop(key) if bool(v["active"])]
+    if not reports:
+      return
+    elapsed = time.perf_counter() - self.start
+    head = f"[{elapsed:7.1f}s] {self.label}"
+    if kind == "epoch":
+      loss = sum(float(v["loss"]) for v in reports) / len(reports)
+      print(f"{head}round {key[1]} epoch {key[2]}/"
+            f"{int(reports[0]['epochs'])}: train loss {loss:.4f}", flush=True)
+    else:
+      def mean(name):
+        return sum(float(getattr(v["metrics"], name)) for v in reports) / len(reports)
+      print(f"{head}round {key[1]} done ({len(reports)} seed(s) "
+            f"active): clean {mean('clean_accuracy'):.4f}, FGSM white-box "
+            f"{mean('fgsm_accuracy'):.4f}, FGSM stale "
+            f"{mean('transfer_accuracy'):.4f}, removed "
+            f"{mean('removed'):.0f}", flush=True)
