@@ -63,7 +63,11 @@ def main(argv):
   times = outcome["wall_time_s"]
   print()
   print(results.table1_markdown(outcome["summary"]))
-  print(f"\ncompile {times['compile']:.1f}s, run {times['run']:.1f}s on "
+  passes = [r["passes"]["total"]["backward"] for r in outcome["per_seed"]]
+  n_train = outcome["data"]["train_examples"]
+  print(f"\nmethod {config.method}; backward passes per seed: "
+        f"{sum(passes) / len(passes) / n_train:.1f} x the training set")
+  print(f"compile {times['compile']:.1f}s, run {times['run']:.1f}s on "
         f"{outcome['device']['backend']}; wrote {path}")
 
 

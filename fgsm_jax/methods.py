@@ -281,7 +281,7 @@ def unlearn_step(state: TrainState, retain: Batch, forget: ForgetBatch,
 def saliency_mask(apply_fn: ApplyFn, params: Params, forget: ForgetBatch,
                   sparsity: float) -> Params:
   """SalUn's mask: 1 where |d forget-loss / d param| is in the top
-  (1 - sparsity) of all parameters, else 0. The forget loss is the
+  (1 - sparsity) of all parameters and not 0, else 0. The forget loss is the
   cross-entropy of the forget set's wrong labels, i.e. what is to be
   forgotten. With no forget examples every gradient is 0 and all are kept."""
   grads = jax.grad(lambda p: _ce(apply_fn, p, forget.images, forget.predicted,
@@ -289,8 +289,15 @@ def saliency_mask(apply_fn: ApplyFn, params: Params, forget: ForgetBatch,
   flat = jnp.concatenate([jnp.abs(g).ravel() for g in jax.tree.leaves(grads)])
   keep = max(1, int(round(flat.size * (1 - sparsity))))
   threshold = jax.lax.top_k(flat, keep)[0][-1]
-  return jax.tree.map(lambda g: (jnp.abs(g) >= threshold).astype(g.dtype),
-                      grads)
+  any_gradient = jnp.any(flat > 0)
+
+  def salient(g):
+    # A zero gradient is never salient (dead units can make more than
+    # `sparsity` of them zero); no gradient at all means no forget set.
+    g = jnp.abs(g)
+    keep = jnp.logical_and(g >= threshold, g > 0)
+    return jnp.where(any_gradient, keep, True).astype(g.dtype)
+  return jax.tree.map(salient, grads)
 
 
 def needs_forget_batch(method: Method) -> bool:

@@ -116,6 +116,9 @@ def write_json_atomic(path: str, obj: Any) -> None:
     with os.fdopen(fd, "w") as f:
       json.dump(obj, f, indent=1, allow_nan=False)
       f.write("\n")
+    umask = os.umask(0)  # mkstemp makes the file 0600; give it the usual mode.
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):

@@ -24,6 +24,8 @@ def run_cli(*args, env_extra=None):
     (["--batch_size=-4"], "batch_size must be >= 1"),
     (["--model=vgg"], "unknown model 'vgg'"),
     (["--preset=fast"], "unknown preset 'fast'"),
+    (["--method=forget_all"], "unknown method 'forget_all'"),
+    (["--pgd_steps=0"], "pgd_steps must be >= 1"),
     (["--data_dir=/nonexistent/mnist"], "does not exist"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
@@ -64,3 +66,8 @@ def test_smoke_run_writes_results(tmp_path):
       rounds[0]["clean_accuracy"]
   assert saved["wall_time_s"]["compile"] > 0 and saved["wall_time_s"]["run"] > 0
   assert saved["versions"]["jax"] and saved["device"]["backend"] == "cpu"
+  # 1 initial epoch + 1 round of 1 epoch over 8 batches of 128, plus the
+  # round's selection pass (1 backward per example).
+  passes = saved["per_seed"][0]["passes"]
+  assert passes["total"]["backward"] == 1024 + 1024 + 1024
+  assert "backward passes per seed: 3.0 x the training set" in result.stdout

@@ -1,7 +1,6 @@
 """experiments.compare as a user runs it: every method, seeds vmapped, JSON."""
 
 import json
-import os
 import subprocess
 import sys
 

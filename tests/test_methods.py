@@ -77,12 +77,13 @@ def test_scrub_max_step_raises_the_forget_divergence():
   key = jax.random.key(3)
   ascent_key = jax.random.fold_in(key, 2)
   before = float(method.ascent(state.params, forget, ascent_key, ctx))
-  new, _ = _step(method)(state, retain, forget, key, ctx)
+  step = _step(method)
+  new, _ = step(state, retain, forget, key, ctx)
   assert int(new.step) == 1  # The ascent ran; the descent was skipped.
   assert float(method.ascent(new.params, forget, ascent_key, ctx)) > before
   # Past scrub_max_epochs there is no max step.
-  later, _ = _step(method)(state, retain, forget, key,
-                           ctx.replace(epoch=jnp.int32(CONFIG.scrub_max_epochs)))
+  later, _ = step(state, retain, forget, key,
+                  ctx.replace(epoch=jnp.int32(CONFIG.scrub_max_epochs)))
   chex.assert_trees_all_equal(later, state)
 
 
@@ -100,10 +101,10 @@ def test_an_empty_forget_set_is_plain_training(name):
   ctx = ctx.replace(teacher=state.params, mask=mask)
   plain_step = jax.jit(functools.partial(unlearning.unlearn_step,
                                          apply_fn=APPLY, optimizer=OPTIMIZER))
-  ours, plain = state, state
+  ours, plain, step = state, state, _step(method)
   for i in range(1 if name == "scrub" else 3):
     key = jax.random.key(i)
-    ours, _ = _step(method)(ours, retain, forget, key, ctx)
+    ours, _ = step(ours, retain, forget, key, ctx)
     plain, _ = plain_step(plain, retain.images, retain.labels, retain.weights,
                           key)
   # Scaled objectives (NegGrad+'s alpha, SCRUB's gamma) move Adam the same up
@@ -117,11 +118,13 @@ def test_remove_retrain_is_the_papers_step_exactly():
   retain = retain.replace(weights=retain.weights.at[:5].set(0.0))
   key = jax.random.key(5)
   ours, loss = _step(method)(state, retain, forget, key, ctx)
-  paper, paper_loss = unlearning.unlearn_step(
-      state, retain.images, retain.labels, retain.weights, key,
-      apply_fn=APPLY, optimizer=OPTIMIZER)
-  chex.assert_trees_all_equal(ours, paper)
-  assert float(loss) == float(paper_loss)
+  paper, paper_loss = jax.jit(functools.partial(
+      unlearning.unlearn_step, apply_fn=APPLY, optimizer=OPTIMIZER))(
+          state, retain.images, retain.labels, retain.weights, key)
+  # Equal up to float rounding of two differently fused programs (a real
+  # difference would be of the order of a step, 1e-3).
+  chex.assert_trees_all_close(ours, paper, rtol=1e-6, atol=1e-8)
+  np.testing.assert_allclose(loss, paper_loss, rtol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["neggrad_plus", "scrub"])
@@ -181,8 +184,13 @@ def test_saliency_mask_keeps_the_largest_gradients():
   g = np.concatenate([np.abs(np.asarray(x)).ravel()
                       for x in jax.tree.leaves(grads)])
   m = np.concatenate([np.asarray(x).ravel() for x in jax.tree.leaves(mask)])
-  assert abs(m.mean() - 0.5) < 0.01
+  # At most half are kept, fewer only when more than half have no gradient
+  # at all (dead units of this random problem: 61% here).
+  assert 0 < m.mean() <= 0.5 + 1e-4
   assert g[m == 1].min() >= g[m == 0].max()
+  assert np.all(g[m == 1] > 0)
+  if m.mean() < 0.5:
+    assert np.sum(g > 0) == np.sum(m)
 
 
 def test_a_masked_step_moves_only_salient_weights():
@@ -212,7 +220,8 @@ def test_pgd_of_one_plain_step_is_fgsm_and_stays_in_the_ball():
 
 
 def test_passes_are_counted_from_the_loop_structure():
-  config = dataclasses.replace(CONFIG, retrain_epochs=2, pgd_steps=40)
+  config = dataclasses.replace(CONFIG, retrain_epochs=2, pgd_steps=40,
+                               method="control")
   n = 1000
   def passes(name):
     return methods.round_passes(methods.make_method(name, config, None),
