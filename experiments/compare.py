@@ -5,8 +5,10 @@ r"""Every method from the same trained models, under one budget and evaluation.
 
 Trains the initial model of each seed once (seeds vmapped), then runs each
 method's rounds from it (one compiled program per method, seeds vmapped) and
-writes comparison.json after every method (a crash keeps the methods done)
-and comparison.md, the table it prints at the end.
+writes comparison.json and the method's final models (params-<method>.msgpack,
+a leading seed axis; params-initial.msgpack for the shared ones) after every
+method (a crash keeps the methods done) and comparison.md, the table it
+prints at the end.
 """
 
 from __future__ import annotations
@@ -142,6 +144,8 @@ def main(argv):
       loop.make_pretrain(config, printer("initial: ")), config.seeds))
   pre, compile_s, run_s = _timed(pretrain, keys, data, hp)
   first = jax.device_get(pre.first)
+  results.write_params(os.path.join(out_dir, "params-initial.msgpack"),
+                       pre.train.params)
   comparison = {
       "command": " ".join(["python -m experiments.compare"] + sys.argv[1:]),
       "setup": {
@@ -169,6 +173,8 @@ def main(argv):
         loop.make_rounds(method_config, printer(f"{name}: ")), config.seeds,
         batched=(True, True, False, False)))
     outcome, compile_s, run_s = _timed(rounds, keys, pre, data, hp)
+    results.write_params(os.path.join(out_dir, f"params-{name}.msgpack"),
+                         outcome.final_params)
     entry = method_entry(method_config, outcome, n_train, compile_s, run_s)
     comparison["methods"].append(entry)
     results.write_json_atomic(json_path, comparison)

@@ -3,7 +3,8 @@ r"""The paper's unlearning loop on MNIST: train, attack, select, unlearn, repeat
   python -m experiments.unlearn --epsilon=0.1
   python -m experiments.unlearn --preset=paper --seeds=3 --output_dir=runs/paper
 
-Prints progress and the paper's Table 1 beside ours; writes results.json.
+Prints progress and the paper's Table 1 beside ours; writes results.json and
+the final models (params.msgpack, a leading seed axis; results.read_params).
 """
 
 from __future__ import annotations
@@ -56,9 +57,11 @@ def main(argv):
   outcome = runner.run_unlearning(config, dataset, printer)
   outcome["command"] = " ".join(["python -m experiments.unlearn"] + sys.argv[1:])
 
-  name = ("results.json" if jax.process_count() == 1
-          else f"results-process{jax.process_index()}.json")
-  path = os.path.join(output_dir, name)
+  suffix = ("" if jax.process_count() == 1
+            else f"-process{jax.process_index()}")
+  results.write_params(os.path.join(output_dir, f"params{suffix}.msgpack"),
+                       outcome.pop("final_params"))
+  path = os.path.join(output_dir, f"results{suffix}.json")
   results.write_json_atomic(path, outcome)
   times = outcome["wall_time_s"]
   print()

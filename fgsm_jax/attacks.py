@@ -36,22 +36,25 @@ def fgsm_step(images: jax.Array, grad: jax.Array,
 
 
 def fgsm(apply_fn: ApplyFn, params: Params, images: jax.Array,
-         labels: jax.Array, epsilon: jax.Array | float) -> jax.Array:
-  """Untargeted L-inf FGSM: clip(x + eps * sign(grad_x CE(f(x), y)), 0, 1).
+         labels: jax.Array, epsilon: jax.Array | float, *,
+         targeted: bool = False) -> jax.Array:
+  """L-inf FGSM: clip(x + eps * sign(grad_x CE(f(x), y)), 0, 1).
 
   Args:
     apply_fn: (params, images) -> logits, inference mode.
     params: the attacked model's parameters.
     images: float [B, 28, 28, 1] in [0, 1].
-    labels: int [B], the true labels.
+    labels: int [B]: the true labels, or the model's predicted ones (an
+      attacker without labels), or with `targeted` the target classes.
     epsilon: the L-inf radius (traced; a sweep is a vmap).
+    targeted: step down the loss of `labels` (toward them) instead of up.
 
   Returns:
     Adversarial images, same shape, in [0, 1], within epsilon of `images`.
   """
   chex.assert_rank([images, labels], [4, 1])
   grad, _ = input_gradient(apply_fn, params, images, labels)
-  return fgsm_step(images, grad, epsilon)
+  return fgsm_step(images, -grad if targeted else grad, epsilon)
 
 
 def kl_divergence(p_logits: jax.Array, q_logits: jax.Array) -> jax.Array:
@@ -105,3 +108,56 @@ def pgd(apply_fn: ApplyFn, params: Params, images: jax.Array,
     x = x + step_size * jnp.sign(jax.grad(total_loss)(x))
     return jnp.clip(jnp.clip(x, images - epsilon, images + epsilon), 0.0, 1.0)
   return jax.lax.fori_loop(0, steps, body, x)
+
+
+def keep_worst(apply_fn: ApplyFn, params: Params, images: jax.Array,
+               labels: jax.Array, keys: jax.Array, attack) -> jax.Array:
+  """Per example, the worst of several draws of a random attack.
+
+  attack(key) -> adversarial images; run once per key (a `lax.scan`).
+  Per example the kept input is one the model gets wrong if any draw is,
+  else the one of highest loss, starting from the clean input. Used for
+  PGD restarts and random-noise draws.
+  """
+  def score(x):
+    logits = apply_fn(params, x)
+    return (losses.per_example_loss(logits, labels),
+            jnp.argmax(logits, -1) != labels)
+
+  def body(best, key):
+    best_x, best_loss, best_wrong = best
+    x = attack(key)
+    loss, wrong = score(x)
+    better = jnp.logical_or(
+        jnp.logical_and(wrong, ~best_wrong),
+        jnp.logical_and(wrong == best_wrong, loss > best_loss))
+    pick = better[:, None, None, None]
+    return (jnp.where(pick, x, best_x), jnp.where(better, loss, best_loss),
+            jnp.where(better, wrong, best_wrong)), None
+
+  (best_x, _, _), _ = jax.lax.scan(body, (images,) + score(images), keys)
+  return best_x
+
+
+def pgd_restarts(apply_fn: ApplyFn, params: Params, images: jax.Array,
+                 labels: jax.Array, epsilon, key: jax.Array, *, steps: int,
+                 step_size, restarts: int) -> jax.Array:
+  """`pgd` from `restarts` random starts, the per-example worst kept."""
+  return keep_worst(apply_fn, params, images, labels,
+                    jax.random.split(key, restarts),
+                    lambda k: pgd(apply_fn, params, images, labels, epsilon, k,
+                                  steps=steps, step_size=step_size))
+
+
+def sign_noise(apply_fn: ApplyFn, params: Params, images: jax.Array,
+               labels: jax.Array, epsilon, key: jax.Array, *,
+               draws: int) -> jax.Array:
+  """Random corners of the L-inf ball, clip(x + eps * s, 0, 1) with s
+  uniform in {-1, +1}^d, `draws` of them, the per-example worst kept. Needs
+  no gradient: a model it beats more often than white-box attacks masks its
+  gradients."""
+  def draw(k):
+    signs = jax.random.rademacher(k, images.shape, images.dtype)
+    return jnp.clip(images + epsilon * signs, 0.0, 1.0)
+  return keep_worst(apply_fn, params, images, labels,
+                    jax.random.split(key, draws), draw)

@@ -65,6 +65,7 @@ class RunResult:
   rounds_completed: jax.Array  # int32: unlearning rounds run.
   reached_target: jax.Array    # bool: white-box FGSM accuracy >= target.
   removed_round: jax.Array     # int32 [N_train]: round of removal, 0 = kept.
+  final_params: Any            # The model after the last round run.
 
 
 @flax.struct.dataclass
@@ -252,7 +253,8 @@ def make_rounds(config: Config, progress: ProgressFn | None = None):
     loop = _LoopState(pre.train, jnp.zeros(n_train, jnp.int32), jnp.int32(0),
                       pre.first.fgsm_accuracy >= hp.target_accuracy, history)
     loop = jax.lax.while_loop(keep_going, one_round, loop)
-    return RunResult(loop.history, loop.round, loop.done, loop.removed_round)
+    return RunResult(loop.history, loop.round, loop.done, loop.removed_round,
+                     loop.train.params)
 
   return rounds
 

@@ -12,6 +12,8 @@ import os
 import tempfile
 from typing import Any
 
+import flax.serialization
+import jax
 import numpy as np
 
 PAPER_TABLE1 = {
@@ -107,16 +109,15 @@ def table1_markdown(summary: dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
-def write_json_atomic(path: str, obj: Any) -> None:
-  """Writes JSON to a temp file in the same folder, then renames it into place,
-  so a crash never leaves a half-written file."""
+def _write_atomic(path: str, data: bytes) -> None:
+  """Writes to a temp file in the same folder, then renames it into place,
+  so a crash never leaves a half-written file; the usual file mode."""
   folder = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
+  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
   try:
-    with os.fdopen(fd, "w") as f:
-      json.dump(obj, f, indent=1, allow_nan=False)
-      f.write("\n")
-    umask = os.umask(0)  # mkstemp makes the file 0600; give it the usual mode.
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
+    umask = os.umask(0)  # mkstemp makes the file 0600.
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, path)
@@ -124,3 +125,21 @@ def write_json_atomic(path: str, obj: Any) -> None:
     if os.path.exists(tmp):
       os.remove(tmp)
     raise
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+  """JSON (no NaN), written atomically."""
+  _write_atomic(path, (json.dumps(obj, indent=1, allow_nan=False) + "\n")
+                .encode())
+
+
+def write_params(path: str, params) -> None:
+  """Model parameters (a leading seed axis kept) as msgpack, atomically."""
+  tree = jax.tree.map(np.asarray, jax.device_get(params))
+  _write_atomic(path, flax.serialization.msgpack_serialize(tree))
+
+
+def read_params(path: str):
+  """What `write_params` wrote: nested dicts of numpy arrays."""
+  with open(path, "rb") as f:
+    return flax.serialization.msgpack_restore(f.read())

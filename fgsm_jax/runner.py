@@ -56,6 +56,9 @@ def run_unlearning(config: Config, dataset: Dataset,
       "summary": results.summarize(records),
       "wall_time_s": {"compile": compile_s, "run": run_s},
       "versions": {"jax": jax.__version__, "python": platform.python_version()},
+      # Not JSON: the final models, [seeds, ...] leaves, for the caller to
+      # save (`results.write_params`) before writing the rest.
+      "final_params": outcome.final_params,
       "device": {"backend": jax.default_backend(),
                  "devices": [str(d) for d in jax.local_devices()],
                  "seed_devices": int(mesh.devices.size),

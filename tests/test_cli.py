@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import pytest
 
 from conftest import REPO, mnist_dir
@@ -71,3 +72,11 @@ def test_smoke_run_writes_results(tmp_path):
   passes = saved["per_seed"][0]["passes"]
   assert passes["total"]["backward"] == 1024 + 1024 + 1024
   assert "backward passes per seed: 3.0 x the training set" in result.stdout
+  # The saved final model is the one the last round measured.
+  from fgsm_jax import data as data_lib, losses, models, results
+  params = results.read_params(str(out / "params.msgpack"))
+  params = jax.tree.map(lambda x: x[0], params)  # Seed 0.
+  test = data_lib.take(data_lib.load_idx_dir(data_dir), 1024, 256)
+  logits = models.make_apply("lenet5")(params, test.test_images)
+  accuracy = float(losses.per_example_correct(logits, test.test_labels).mean())
+  assert accuracy == pytest.approx(rounds[-1]["clean_accuracy"], abs=1e-6)

@@ -42,6 +42,11 @@ def test_every_method_from_one_initial_model(tmp_path):
   rounds = {m: e["passes"]["rounds"]["mean"] for m, e in entries.items()}
   assert rounds["pgd_at"] == 3 * rounds["control"]
   assert rounds["remove_retrain"] > rounds["control"]
+  # Every method's final models are saved, a leading axis per seed.
+  from fgsm_jax import results
+  for name in ["initial"] + list(methods.METHODS):
+    params = results.read_params(str(out / f"params-{name}.msgpack"))
+    assert params["Dense_0"]["kernel"].shape[0] == 2
   table = (out / "comparison.md").read_text()
   for name in methods.METHODS:
     assert f"| {name} |" in table

@@ -1,0 +1,130 @@
+"""Attacks and robust accuracy on a briefly trained LeNet-5 (real MNIST)."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from fgsm_jax import attacks, losses, models, robustness, training, unlearning
+
+MODEL = "lenet5"
+APPLY = models.make_apply(MODEL)
+SUITE = robustness.AttackSuite(pgd_steps=10, pgd_step_size=0.025,
+                               pgd_restarts=2, noise_draws=10)
+
+
+@pytest.fixture(scope="module")
+def trained(small_mnist):
+  """Five epochs on 2,048 real digits; 256 test digits."""
+  optimizer = optax.adam(3e-3)
+  state = training.create_train_state(
+      models.init_params(jax.random.key(0), MODEL), optimizer)
+  step = functools.partial(unlearning.unlearn_step, apply_fn=APPLY,
+                           optimizer=optimizer)
+  epoch = jax.jit(functools.partial(training.train_epoch, step_fn=step,
+                                    batch_size=128))
+  x, y = jnp.asarray(small_mnist.train_images), jnp.asarray(small_mnist.train_labels)
+  for e in range(5):
+    state, _ = epoch(state, x, y, jnp.ones(y.shape[0]), jax.random.key(e))
+  test_x = jnp.asarray(small_mnist.test_images[:256])
+  test_y = jnp.asarray(small_mnist.test_labels[:256])
+  return state.params, test_x, test_y
+
+
+def _accuracy(apply_fn, params, x, y):
+  return float(jnp.mean(losses.per_example_correct(apply_fn(params, x), y)))
+
+
+def test_more_pgd_steps_never_weaken_the_attack(trained):
+  params, x, y = trained
+  acc = [_accuracy(APPLY, params, attacks.pgd(
+      APPLY, params, x, y, 0.1, None, steps=s, step_size=0.025), y)
+         for s in (1, 4, 16)]
+  assert acc[1] <= acc[0] + 0.01 and acc[2] <= acc[1] + 0.01, acc
+  assert acc[2] < acc[0]
+
+
+def test_restarts_keep_the_per_example_worst(trained):
+  params, x, y = trained
+  key = jax.random.key(3)
+  kwargs = dict(steps=3, step_size=0.03)
+  kept = attacks.pgd_restarts(APPLY, params, x, y, 0.1, key, restarts=4,
+                              **kwargs)
+  singles = [attacks.pgd(APPLY, params, x, y, 0.1, k, **kwargs)
+             for k in jax.random.split(key, 4)]
+  def score(x_adv):
+    logits = APPLY(params, x_adv)
+    return (np.asarray(losses.per_example_loss(logits, y)),
+            np.asarray(jnp.argmax(logits, -1) != y))
+  kept_loss, kept_wrong = score(kept)
+  single = [score(s) for s in singles]
+  any_wrong = np.any([w for _, w in single], axis=0)
+  np.testing.assert_array_equal(kept_wrong, any_wrong)
+  best_loss = np.max([l for l, _ in single], axis=0)
+  right = ~any_wrong
+  assert np.all(kept_loss[right] >= best_loss[right] - 1e-5)
+  assert np.abs(np.asarray(kept - x)).max() <= 0.1 + 1e-6
+
+
+def test_robust_accuracy_is_at_most_every_attacks(trained):
+  params, x, y = trained
+  correct = robustness.per_example_correct(
+      APPLY, params, x, y, 0.1, jax.random.key(0), SUITE, chunk_size=128,
+      source=(APPLY, models.init_params(jax.random.key(9), MODEL)))
+  acc = robustness.robust_accuracy(correct)
+  assert set(acc) == {"clean", "fgsm", "fgsm_predicted", "pgd", "noise",
+                      "transfer", "robust"}
+  for name, value in acc.items():
+    assert acc["robust"] <= value
+  assert acc["clean"] > 0.8 and acc["pgd"] < acc["clean"]
+
+
+def test_the_sweep_is_per_epsilon_calls_and_reaches_zero(trained):
+  params, x, y = trained
+  epsilons = [0.0, 0.1, 0.3, 0.5]
+  def fgsm(apply_fn, params, x, y, eps, key):
+    return attacks.fgsm(apply_fn, params, x, y, eps)
+  sweep = np.asarray(robustness.accuracy_sweep(
+      APPLY, params, x, y, epsilons, jax.random.key(0), 100, attack=fgsm))
+  single = [_accuracy(APPLY, params, attacks.fgsm(APPLY, params, x, y, e), y)
+            for e in epsilons]
+  np.testing.assert_allclose(sweep, single, atol=1e-6)
+  # Undefended: PGD at epsilon 0.5 leaves about nothing.
+  pgd_sweep = np.asarray(robustness.accuracy_sweep(
+      APPLY, params, x, y, epsilons, jax.random.key(0), 128))
+  assert pgd_sweep[0] == pytest.approx(single[0])
+  assert pgd_sweep[-1] <= 0.05
+  assert np.all(np.diff(pgd_sweep) <= 0.01)
+
+
+def _checks(apply_fn, params, x, y):
+  correct = robustness.per_example_correct(
+      apply_fn, params, x, y, 0.1, jax.random.key(1), SUITE, chunk_size=128)
+  epsilons = [0.0, 0.1, 0.2, 0.3, 0.5]
+  sweep = robustness.accuracy_sweep(apply_fn, params, x, y, epsilons,
+                                    jax.random.key(2), 128)
+  zero = float(robustness.zero_gradient_fraction(apply_fn, params, x, y, 128))
+  return {c["check"]: c for c in robustness.masking_checks(
+      correct, epsilons, sweep, zero)}
+
+
+def test_masking_checks_flag_a_saturated_softmax_and_pass_the_plain_model(
+    trained):
+  # Logits x 1e4: the softmax saturates in float32, the loss gradient of
+  # every confidently classified input is exactly 0, FGSM and PGD are blind,
+  # and the model looks robust to them without being any more robust.
+  def saturated(params, x, dropout_key=None):
+    return 1e4 * APPLY(params, x)
+  checks = _checks(saturated, *trained)
+  assert not checks["few_zero_input_gradients"]["passed"]
+  assert checks["few_zero_input_gradients"]["evidence"][
+      "fraction_of_examples"] > 0.5
+  # The classic sign: PGD (which starts and stays where the gradient is 0)
+  # flips fewer examples than FGSM.
+  assert not checks["fgsm_not_stronger_than_pgd"]["passed"]
+  # The same model unscaled is no different, and passes.
+  plain = _checks(APPLY, *trained)
+  assert all(c["passed"] for c in plain.values())
