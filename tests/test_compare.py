@@ -1,4 +1,4 @@
-"""experiments.compare as a user runs it: every method, seeds vmapped, JSON."""
+"""experiments.compare and .report as a user runs them: methods, seeds, JSON."""
 
 import json
 import subprocess
@@ -7,26 +7,44 @@ import sys
 import pytest
 
 from conftest import REPO, mnist_dir
-from fgsm_jax import methods
 
 
-def run_compare(*args):
+# One method of each kind of round: nothing selected, selection and removal,
+# forget batches with a saliency mask, an ascent step with a teacher, a
+# per-minibatch attack. (Every method's step runs under vmap in
+# test_methods.py; the compare default runs all.)
+METHODS = ["control", "remove_retrain", "salun", "scrub", "pgd_at"]
+
+
+def run_module(module, *args):
   return subprocess.run(
-      [sys.executable, "-m", "experiments.compare", *args], cwd=REPO,
+      [sys.executable, "-m", module, *args], cwd=REPO,
       capture_output=True, text=True, timeout=900)
 
 
-@pytest.mark.skipif(mnist_dir() is None, reason="real MNIST not found")
-def test_every_method_from_one_initial_model(tmp_path):
-  out = tmp_path / "out"
+def run_compare(*args):
+  return run_module("experiments.compare", *args)
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+  if mnist_dir() is None:
+    pytest.skip("real MNIST not found")
+  out = tmp_path_factory.mktemp("compare") / "out"
   result = run_compare("--preset=smoke", "--seeds=2", "--train_size=512",
                        "--test_size=256", "--rounds=1", "--pgd_steps=2",
+                       f"--methods={','.join(METHODS)}",
                        f"--data_dir={mnist_dir()}", f"--output_dir={out}",
                        "--noprogress")
   assert result.returncode == 0, result.stderr[-3000:]
+  return out
+
+
+def test_every_method_from_one_initial_model(compared):
+  out = compared
   comparison = json.loads((out / "comparison.json").read_text())
   entries = {e["method"]: e for e in comparison["methods"]}
-  assert list(entries) == list(methods.METHODS)
+  assert list(entries) == METHODS
   for e in entries.values():
     assert len(e["per_seed"]) == 2
     for key in ("clean_accuracy", "fgsm_accuracy", "fgsm_stale_accuracy"):
@@ -44,11 +62,11 @@ def test_every_method_from_one_initial_model(tmp_path):
   assert rounds["remove_retrain"] > rounds["control"]
   # Every method's final models are saved, a leading axis per seed.
   from fgsm_jax import results
-  for name in ["initial"] + list(methods.METHODS):
+  for name in ["initial"] + METHODS:
     params = results.read_params(str(out / f"params-{name}.msgpack"))
     assert params["Dense_0"]["kernel"].shape[0] == 2
   table = (out / "comparison.md").read_text()
-  for name in methods.METHODS:
+  for name in METHODS:
     assert f"| {name} |" in table
   # What was reduced from the paper's settings is stated.
   assert "model=lenet5 (paper: lenet)" in table
@@ -61,3 +79,29 @@ def test_unknown_method_is_one_line_and_exit_2(tmp_path):
   assert result.returncode == 2
   lines = result.stderr.strip().splitlines()
   assert len(lines) == 1 and "unknown methods ['forget_all']" in lines[0]
+
+
+def test_report_attacks_every_saved_model(compared):
+  result = run_module("experiments.report", f"--compare_dir={compared}",
+                      "--test_size=128", "--pgd_steps=3", "--pgd_restarts=2",
+                      "--noise_draws=4", "--sweep=0,0.1,0.5",
+                      f"--data_dir={mnist_dir()}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads((compared / "report.json").read_text())
+  assert [m["model"] for m in report["models"]] == ["initial"] + METHODS
+  assert report["test_examples"] == 128
+  assert report["attacks"]["pgd"]["restarts"] == 2
+  for m in report["models"]:
+    for seed in m["per_seed"]:
+      acc = seed["accuracy"]
+      assert all(acc["robust"] <= v for v in acc.values())
+      assert len(seed["checks"]) == 6 and seed["sweep"]["epsilons"] == [
+          0.0, 0.1, 0.5]
+  assert "| pgd_at | 2 |" in (compared / "report.md").read_text()
+
+
+def test_report_without_a_comparison_is_one_line_and_exit_2(tmp_path):
+  result = run_module("experiments.report", f"--compare_dir={tmp_path}")
+  assert result.returncode == 2
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and "cannot read" in lines[0]

@@ -119,6 +119,10 @@ def test_masking_checks_flag_a_saturated_softmax_and_pass_the_plain_model(
   def saturated(params, x, dropout_key=None):
     return 1e4 * APPLY(params, x)
   checks = _checks(saturated, *trained)
+  plain = _checks(APPLY, *trained)
+  for label, found in (("plain", plain), ("saturated", checks)):
+    for name, c in found.items():  # Shown with pytest -s.
+      print(label, name, c["passed"], c["evidence"])
   assert not checks["few_zero_input_gradients"]["passed"]
   assert checks["few_zero_input_gradients"]["evidence"][
       "fraction_of_examples"] > 0.5
@@ -126,5 +130,4 @@ def test_masking_checks_flag_a_saturated_softmax_and_pass_the_plain_model(
   # flips fewer examples than FGSM.
   assert not checks["fgsm_not_stronger_than_pgd"]["passed"]
   # The same model unscaled is no different, and passes.
-  plain = _checks(APPLY, *trained)
   assert all(c["passed"] for c in plain.values())
