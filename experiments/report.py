@@ -9,7 +9,9 @@ with predicted labels, PGD with restarts, random sign noise and transfer
 from a separately trained model of the same architecture, the per-example
 worst case over all of them (robust accuracy), an epsilon sweep (one vmap)
 and the gradient-masking checks with their evidence. Writes report.json
-after every model and report.md, the table it prints.
+after every model and report.md, the table it prints. Re-running on the same
+folder with the same attacks keeps the models already measured (an
+interrupted report resumes).
 """
 
 from __future__ import annotations
@@ -84,27 +86,30 @@ def main(argv):
   images = jnp.asarray(mnist.test_images)
   labels = jnp.asarray(mnist.test_labels)
 
-  # The transfer source: the same architecture and training, another seed.
-  source_config = dataclasses.replace(config, seed=config.seed + 1000, seeds=1)
-  pretrain = jax.jit(loop.vmap_seeds(loop.make_pretrain(source_config), 1))
-  source = pretrain(loop.seed_keys(source_config),
-                    jax.device_put(data_lib.take(mnist, config.train_size,
-                                                 0)),
-                    loop.hparams_from(source_config))
-  source_params = jax.tree.map(lambda x: x[0], source.train.params)
+  def make_evaluate():
+    # The transfer source: the same architecture and training, another seed.
+    source_config = dataclasses.replace(config, seed=config.seed + 1000,
+                                        seeds=1)
+    pretrain = jax.jit(loop.vmap_seeds(loop.make_pretrain(source_config), 1))
+    source = pretrain(loop.seed_keys(source_config),
+                      jax.device_put(data_lib.take(mnist, config.train_size,
+                                                   0)),
+                      loop.hparams_from(source_config))
+    source_params = jax.tree.map(lambda x: x[0], source.train.params)
 
-  @jax.jit
-  def evaluate(params, key):
-    correct = robustness.per_example_correct(
-        apply_fn, params, images, labels, config.epsilon, key, suite,
-        FLAGS.chunk_size, source=(apply_fn, source_params))
-    curve = robustness.accuracy_sweep(apply_fn, params, images, labels,
-                                      jnp.asarray(sweep),
-                                      jax.random.fold_in(key, 1),
-                                      FLAGS.chunk_size)
-    zero = robustness.zero_gradient_fraction(apply_fn, params, images,
-                                             labels, FLAGS.chunk_size)
-    return correct, curve, zero
+    @jax.jit
+    def evaluate(params, key):
+      correct = robustness.per_example_correct(
+          apply_fn, params, images, labels, config.epsilon, key, suite,
+          FLAGS.chunk_size, source=(apply_fn, source_params))
+      curve = robustness.accuracy_sweep(apply_fn, params, images, labels,
+                                        jnp.asarray(sweep),
+                                        jax.random.fold_in(key, 1),
+                                        FLAGS.chunk_size)
+      zero = robustness.zero_gradient_fraction(apply_fn, params, images,
+                                               labels, FLAGS.chunk_size)
+      return correct, curve, zero
+    return evaluate
 
   report = {
       "command": " ".join(["python -m experiments.report"] + sys.argv[1:]),
@@ -117,8 +122,18 @@ def main(argv):
   }
   names = ["initial"] + [m["method"] for m in comparison["methods"]]
   out_json = os.path.join(FLAGS.compare_dir, "report.json")
+  done = _finished_models(out_json, report, FLAGS.seed, sweep)
+  report["attack_seed"] = FLAGS.seed
+  report["sweep_epsilons"] = sweep
   key = jax.random.key(FLAGS.seed)
+  evaluate = None
   for name in names:
+    if name in done:
+      report["models"].append(done[name])
+      print(f"{name}: already in {out_json} (same attacks), kept", flush=True)
+      continue
+    if evaluate is None:
+      evaluate = make_evaluate()
     params_path = os.path.join(FLAGS.compare_dir, f"params-{name}.msgpack")
     if not os.path.exists(params_path):
       print(f"{name}: no {params_path}, skipped", flush=True)
@@ -157,6 +172,21 @@ def main(argv):
     f.write(f"`{report['command']}`\n\n{table}\n")
   print()
   print(table)
+
+
+def _finished_models(path, report, seed, sweep) -> dict:
+  """Models an earlier, interrupted or complete, report on the same test
+  set with the same attacks already measured: re-running resumes."""
+  try:
+    with open(path) as f:
+      earlier = json.load(f)
+  except (OSError, ValueError):
+    return {}
+  same = (earlier.get("attacks") == report["attacks"]
+          and earlier.get("test_examples") == report["test_examples"]
+          and earlier.get("attack_seed") == seed
+          and earlier.get("sweep_epsilons") == sweep)
+  return {m["model"]: m for m in earlier.get("models", [])} if same else {}
 
 
 def table_markdown(report) -> str:

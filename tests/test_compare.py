@@ -82,10 +82,10 @@ def test_unknown_method_is_one_line_and_exit_2(tmp_path):
 
 
 def test_report_attacks_every_saved_model(compared):
-  result = run_module("experiments.report", f"--compare_dir={compared}",
-                      "--test_size=128", "--pgd_steps=3", "--pgd_restarts=2",
-                      "--noise_draws=4", "--sweep=0,0.1,0.5",
-                      f"--data_dir={mnist_dir()}")
+  args = (f"--compare_dir={compared}", "--test_size=128", "--pgd_steps=3",
+          "--pgd_restarts=2", "--noise_draws=4", "--sweep=0,0.1,0.5",
+          f"--data_dir={mnist_dir()}")
+  result = run_module("experiments.report", *args)
   assert result.returncode == 0, result.stderr[-3000:]
   report = json.loads((compared / "report.json").read_text())
   assert [m["model"] for m in report["models"]] == ["initial"] + METHODS
@@ -98,6 +98,15 @@ def test_report_attacks_every_saved_model(compared):
       assert len(seed["checks"]) == 6 and seed["sweep"]["epsilons"] == [
           0.0, 0.1, 0.5]
   assert "| pgd_at | 2 |" in (compared / "report.md").read_text()
+  # Interrupted after two models: a re-run keeps those and measures the rest.
+  report["models"] = report["models"][:2]
+  (compared / "report.json").write_text(json.dumps(report))
+  again = run_module("experiments.report", *args)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert again.stdout.count("(same attacks), kept") == 2
+  resumed = json.loads((compared / "report.json").read_text())
+  assert resumed["models"][:2] == report["models"]
+  assert [m["model"] for m in resumed["models"]] == ["initial"] + METHODS
 
 
 def test_report_without_a_comparison_is_one_line_and_exit_2(tmp_path):
