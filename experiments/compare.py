@@ -17,7 +17,6 @@ import dataclasses
 import os
 import platform
 import sys
-import time
 
 import jax
 import numpy as np
@@ -25,7 +24,7 @@ from absl import app, flags
 
 from experiments import common
 from fgsm_jax import config as config_lib
-from fgsm_jax import loop, methods, models, results, sharding
+from fgsm_jax import loop, methods, models, results, runner, sharding
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("preset", "compare",
@@ -36,22 +35,6 @@ flags.DEFINE_list("methods", list(methods.METHODS),
 flags.DEFINE_string("output_dir", None,
                     "where comparison.json/.md go; default runs/compare-<time>")
 flags.DEFINE_bool("progress", True, "print per-epoch and per-round progress")
-
-
-def _timed(program, *args):
-  """Compiles and runs `program` on `args`; returns (outputs, compile s, run s)."""
-  start = time.perf_counter()
-  compiled = program.lower(*args).compile()
-  compile_s = time.perf_counter() - start
-  start = time.perf_counter()
-  out = jax.block_until_ready(compiled(*args))
-  return out, compile_s, time.perf_counter() - start
-
-
-def _stat(values):
-  values = np.asarray(values, float)
-  return {"mean": float(np.mean(values)), "std": float(np.std(values)),
-          "values": [float(v) for v in values]}
 
 
 def method_entry(config, outcome, n_train, compile_s, run_s):
@@ -65,13 +48,13 @@ def method_entry(config, outcome, n_train, compile_s, run_s):
       "family": methods.make_method(config.method, config, None).family,
       "description": methods.METHODS[config.method],
       "config": config.to_dict(),
-      "clean_accuracy": _stat([f["clean_accuracy"] for f in final]),
-      "fgsm_accuracy": _stat([f["fgsm_accuracy"] for f in final]),
-      "fgsm_stale_accuracy": _stat([f["transfer_accuracy"] for f in final]),
-      "removed": _stat([f["removed"] for f in final]),
+      "clean_accuracy": results.stat([f["clean_accuracy"] for f in final]),
+      "fgsm_accuracy": results.stat([f["fgsm_accuracy"] for f in final]),
+      "fgsm_stale_accuracy": results.stat([f["transfer_accuracy"] for f in final]),
+      "removed": results.stat([f["removed"] for f in final]),
       "rounds_completed": [r["rounds_completed"] for r in records],
-      "passes": {"rounds": _stat([p["rounds"]["backward"] for p in passes]),
-                 "rounds_forward": _stat([p["rounds"]["forward"]
+      "passes": {"rounds": results.stat([p["rounds"]["backward"] for p in passes]),
+                 "rounds_forward": results.stat([p["rounds"]["forward"]
                                           for p in passes])},
       "wall_time_s": {"compile": compile_s, "run": run_s},
       "per_seed": records,
@@ -97,7 +80,8 @@ def table_markdown(comparison) -> str:
       "against the initial model. Backward passes of the rounds only (the "
       f"shared initial training cost {info['pretrain_passes']['backward'] / n:.0f}"
       " x N), in units of the training set N = "
-      f"{n}. Not PGD: robust accuracy under PGD comes with the evaluation issue.",
+      f"{n}. FGSM only: `experiments.report` attacks the saved models with "
+      "PGD, noise and transfer.",
       "",
       "| method | family | clean | FGSM | FGSM − control | FGSM stale | "
       "removed | backward passes (x N) | run s (all seeds) |",
@@ -142,7 +126,7 @@ def main(argv):
 
   pretrain = jax.jit(loop.vmap_seeds(
       loop.make_pretrain(config, printer("initial: ")), config.seeds))
-  pre, compile_s, run_s = _timed(pretrain, keys, data, hp)
+  pre, compile_s, run_s = runner.compile_and_run(pretrain, keys, data, hp)
   first = jax.device_get(pre.first)
   results.write_params(os.path.join(out_dir, "params-initial.msgpack"),
                        pre.train.params)
@@ -154,8 +138,8 @@ def main(argv):
           "model": config.model, "epsilon": config.epsilon,
           "seeds": config.seeds, "train_examples": n_train,
           "test_examples": int(dataset.test_labels.shape[0]),
-          "initial": {"clean_accuracy": _stat(first.clean_accuracy),
-                      "fgsm_accuracy": _stat(first.fgsm_accuracy)},
+          "initial": {"clean_accuracy": results.stat(first.clean_accuracy),
+                      "fgsm_accuracy": results.stat(first.fgsm_accuracy)},
           "pretrain_passes": methods.pretrain_passes(config, n_train),
           "pretrain_wall_time_s": {"compile": compile_s, "run": run_s},
           "conv_impl_used": models.resolve_conv_impl(config.conv_impl),
@@ -172,7 +156,7 @@ def main(argv):
     rounds = jax.jit(loop.vmap_seeds(
         loop.make_rounds(method_config, printer(f"{name}: ")), config.seeds,
         batched=(True, True, False, False)))
-    outcome, compile_s, run_s = _timed(rounds, keys, pre, data, hp)
+    outcome, compile_s, run_s = runner.compile_and_run(rounds, keys, pre, data, hp)
     results.write_params(os.path.join(out_dir, f"params-{name}.msgpack"),
                          outcome.final_params)
     entry = method_entry(method_config, outcome, n_train, compile_s, run_s)

@@ -24,12 +24,10 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import app, flags
 
 from experiments import common
 from fgsm_jax import config as config_lib
-from fgsm_jax import data as data_lib
 from fgsm_jax import loop, models, results, robustness
 
 FLAGS = flags.FLAGS
@@ -45,12 +43,6 @@ flags.DEFINE_integer("chunk_size", 500, "examples per chunk")
 flags.DEFINE_integer("seed", 0, "attack PRNG seed")
 flags.DEFINE_string("data_dir", None,
                     "MNIST IDX folder; default $MNIST_DIR, else TFDS")
-
-
-def _stat(values):
-  values = np.asarray(values, float)
-  return {"mean": float(values.mean()), "std": float(values.std()),
-          "values": values.tolist()}
 
 
 def main(argv):
@@ -75,29 +67,24 @@ def main(argv):
   config = config_lib.Config(**{k: v for k, v in
                                 comparison["methods"][0]["config"].items()
                                 if k in fields})
-  try:
-    mnist = data_lib.take(data_lib.load_mnist(FLAGS.data_dir),
-                          config.train_size, FLAGS.test_size)
-  except data_lib.DataError as e:
-    common.fail(f"{e} (set --data_dir or MNIST_DIR)")
+  mnist = common.load_data(dataclasses.replace(config,
+                                               test_size=FLAGS.test_size))
   apply_fn = models.make_apply(config.model, config.conv_impl)
   suite = robustness.AttackSuite(FLAGS.pgd_steps, FLAGS.pgd_step_size,
                                  FLAGS.pgd_restarts, FLAGS.noise_draws)
   images = jnp.asarray(mnist.test_images)
   labels = jnp.asarray(mnist.test_labels)
 
-  def make_evaluate():
+  def make_evaluate(seeds):
+    """All seeds' models under the suite, one program (seeds vmapped)."""
     # The transfer source: the same architecture and training, another seed.
     source_config = dataclasses.replace(config, seed=config.seed + 1000,
                                         seeds=1)
     pretrain = jax.jit(loop.vmap_seeds(loop.make_pretrain(source_config), 1))
-    source = pretrain(loop.seed_keys(source_config),
-                      jax.device_put(data_lib.take(mnist, config.train_size,
-                                                   0)),
+    source = pretrain(loop.seed_keys(source_config), jax.device_put(mnist),
                       loop.hparams_from(source_config))
     source_params = jax.tree.map(lambda x: x[0], source.train.params)
 
-    @jax.jit
     def evaluate(params, key):
       correct = robustness.per_example_correct(
           apply_fn, params, images, labels, config.epsilon, key, suite,
@@ -109,7 +96,7 @@ def main(argv):
       zero = robustness.zero_gradient_fraction(apply_fn, params, images,
                                                labels, FLAGS.chunk_size)
       return correct, curve, zero
-    return evaluate
+    return jax.jit(loop.vmap_seeds(evaluate, seeds, batched=(True, False)))
 
   report = {
       "command": " ".join(["python -m experiments.report"] + sys.argv[1:]),
@@ -132,29 +119,29 @@ def main(argv):
       report["models"].append(done[name])
       print(f"{name}: already in {out_json} (same attacks), kept", flush=True)
       continue
-    if evaluate is None:
-      evaluate = make_evaluate()
     params_path = os.path.join(FLAGS.compare_dir, f"params-{name}.msgpack")
     if not os.path.exists(params_path):
       print(f"{name}: no {params_path}, skipped", flush=True)
       continue
     stacked = results.read_params(params_path)
     seeds = jax.tree.leaves(stacked)[0].shape[0]
-    per_seed = []
+    if evaluate is None:
+      evaluate = make_evaluate(seeds)  # Every model of a comparison has these.
     start = time.perf_counter()
+    correct, curve, zero = jax.device_get(evaluate(stacked, key))
+    per_seed = []
     for s in range(seeds):
-      params = jax.tree.map(lambda x: jnp.asarray(x[s]), stacked)
-      correct, curve, zero = jax.device_get(evaluate(params, key))
+      correct_s = {k: v[s] for k, v in correct.items()}
       per_seed.append({
-          "accuracy": robustness.robust_accuracy(correct),
-          "sweep": {"epsilons": sweep, "accuracy": np.asarray(curve).tolist()},
-          "zero_gradient_fraction": float(zero),
-          "checks": robustness.masking_checks(correct, sweep, curve,
-                                              float(zero)),
+          "accuracy": robustness.robust_accuracy(correct_s),
+          "sweep": {"epsilons": sweep, "accuracy": curve[s].tolist()},
+          "zero_gradient_fraction": float(zero[s]),
+          "checks": robustness.masking_checks(correct_s, sweep, curve[s],
+                                              float(zero[s])),
       })
     attacks_ = per_seed[0]["accuracy"].keys()
     entry = {"model": name, "seeds": seeds, "per_seed": per_seed,
-             "accuracy": {a: _stat([p["accuracy"][a] for p in per_seed])
+             "accuracy": {a: results.stat([p["accuracy"][a] for p in per_seed])
                           for a in attacks_},
              "failed_checks": sorted({c["check"] for p in per_seed
                                       for c in p["checks"] if not c["passed"]}),

@@ -93,6 +93,8 @@ class Config:
       if not (isinstance(value, (int, float)) and math.isfinite(value)
               and value >= 0):
         raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+    if self.scrub_temperature == 0:  # SCRUB divides the logits by it.
+      raise ValueError("scrub_temperature must be > 0, got 0")
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)

@@ -151,7 +151,7 @@ def _select(apply_fn, params, data, retained, epsilon, config):
                                 data.train_labels, epsilon, config.chunk_size)
   indices, valid = unlearning.forget_indices(scored["loss"], retained,
                                              config.forget_per_round)
-  chosen = jnp.zeros(retained.shape, bool).at[indices].set(valid)
+  chosen = unlearning.indices_to_mask(indices, valid, retained.shape[0])
   forget_loss = losses.weighted_mean(scored["loss"], chosen.astype(jnp.float32))
   return indices, valid, chosen, forget_loss
 
@@ -216,8 +216,7 @@ def make_rounds(config: Config, progress: ProgressFn | None = None):
         state = state.replace(opt_state=optimizer.init(state.params))
       mask = (methods.saliency_mask(apply_fn, state.params, forget,
                                     method.saliency_sparsity)
-              if method.saliency_sparsity is not None
-              else methods.ones_like_params(state.params))
+              if method.saliency_sparsity is not None else None)
       ctx = methods.RoundContext(state.params, mask, jnp.int32(0), hp.epsilon)
 
       def make_step(epoch):

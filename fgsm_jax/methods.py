@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fgsm_jax import attacks, losses
+from fgsm_jax import attacks, losses, training
 from fgsm_jax.models import ApplyFn, Params
 from fgsm_jax.training import TrainState
 
@@ -50,7 +50,7 @@ class ForgetBatch:
 @flax.struct.dataclass
 class RoundContext:
   teacher: Params     # The model at the round's start (SCRUB's teacher).
-  mask: Params        # 1 = trainable (SalUn's saliency mask); else all 1.
+  mask: Params | None  # SalUn's saliency mask (1 = trainable), else None.
   epoch: jax.Array    # Epoch within the round, from 0.
   epsilon: jax.Array  # L-inf radius of the attacks defenses train on.
 
@@ -231,20 +231,6 @@ METHODS = {
 }
 
 
-def _update(state: TrainState, grads, optimizer, mask) -> TrainState:
-  """One optimizer step; `mask` zeroes both gradient and update (Adam's
-  moments would otherwise keep moving a frozen parameter)."""
-  grads = jax.tree.map(jnp.multiply, grads, mask)
-  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-  updates = jax.tree.map(jnp.multiply, updates, mask)
-  return TrainState(optax.apply_updates(state.params, updates), opt_state,
-                    state.step + 1)
-
-
-def _where(cond, new, old):
-  return jax.tree.map(lambda a, b: jnp.where(cond, a, b), new, old)
-
-
 def unlearn_step(state: TrainState, retain: Batch, forget: ForgetBatch,
                  key: jax.Array, ctx: RoundContext, *, method: Method,
                  optimizer: optax.GradientTransformation):
@@ -261,9 +247,10 @@ def unlearn_step(state: TrainState, retain: Batch, forget: ForgetBatch,
     def ascend(state):
       grads = jax.grad(lambda p: -method.ascent(
           p, forget, jax.random.fold_in(key, 2), ctx))(state.params)
-      return _update(state, grads, optimizer, ctx.mask)
+      return training.apply_gradients(state, grads, optimizer, ctx.mask)
     def maybe_ascend(state):
-      return _where(jnp.sum(forget.weights) > 0, ascend(state), state)
+      return training.keep_if(jnp.sum(forget.weights) > 0, ascend(state),
+                              state)
     # The epoch is the same for every seed, so under vmap this stays a cond
     # and later epochs skip the ascent's compute (as `round_passes` counts).
     state = jax.lax.cond(ctx.epoch < method.ascent_epochs, maybe_ascend,
@@ -274,8 +261,8 @@ def unlearn_step(state: TrainState, retain: Batch, forget: ForgetBatch,
         state.params, retain, jax.random.fold_in(key, 3), ctx))
   loss, grads = jax.value_and_grad(method.loss)(state.params, retain, forget,
                                                 adv, key, ctx)
-  new = _update(state, grads, optimizer, ctx.mask)
-  return _where(jnp.sum(retain.weights) > 0, new, state), loss
+  new = training.apply_gradients(state, grads, optimizer, ctx.mask)
+  return training.keep_if(jnp.sum(retain.weights) > 0, new, state), loss
 
 
 def saliency_mask(apply_fn: ApplyFn, params: Params, forget: ForgetBatch,
@@ -302,10 +289,6 @@ def saliency_mask(apply_fn: ApplyFn, params: Params, forget: ForgetBatch,
 
 def needs_forget_batch(method: Method) -> bool:
   return method.uses_forget or method.saliency_sparsity is not None
-
-
-def ones_like_params(params: Params) -> Params:
-  return jax.tree.map(jnp.ones_like, params)
 
 
 def round_passes(method: Method, config: Any, n_train: int) -> dict[str, int]:

@@ -51,12 +51,15 @@ def per_seed_records(result) -> list[dict[str, Any]]:
   return records
 
 
+def stat(values) -> dict[str, Any]:
+  """Mean, std and the values themselves (None stands for NaN in JSON)."""
+  values = np.asarray([np.nan if v is None else v for v in values], float)
+  return {"mean": _clean(np.mean(values)), "std": _clean(np.std(values)),
+          "values": [_clean(v) for v in values]}
+
+
 def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
   """Mean and std over seeds of the first and last rounds' metrics."""
-  def stat(values):
-    values = np.asarray([np.nan if v is None else v for v in values], float)
-    return {"mean": _clean(np.mean(values)), "std": _clean(np.std(values)),
-            "values": [_clean(v) for v in values]}
   first = [r["rounds"][0] for r in records]
   last = [r["rounds"][-1] for r in records]
   rows = {

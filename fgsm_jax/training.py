@@ -26,6 +26,26 @@ def create_train_state(params: Params,
   return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
 
 
+def apply_gradients(state: TrainState, grads,
+                    optimizer: optax.GradientTransformation,
+                    mask=None) -> TrainState:
+  """One optimizer step. `mask` (a params-shaped tree of 0/1, or None) zeroes
+  both the gradient and the update of frozen parameters (Adam's momentum
+  would otherwise keep moving them)."""
+  if mask is not None:
+    grads = jax.tree.map(jnp.multiply, grads, mask)
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  if mask is not None:
+    updates = jax.tree.map(jnp.multiply, updates, mask)
+  return TrainState(optax.apply_updates(state.params, updates), opt_state,
+                    state.step + 1)
+
+
+def keep_if(cond: jax.Array, new, old):
+  """`new` where `cond`, else `old`, leaf by leaf (e.g. skip an empty step)."""
+  return jax.tree.map(lambda a, b: jnp.where(cond, a, b), new, old)
+
+
 # (state, images, labels, weights, key) -> (state, loss), e.g.
 # `unlearning.unlearn_step` with apply_fn and optimizer bound.
 StepFn = Callable

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fgsm_jax import losses
+from fgsm_jax import losses, training
 from fgsm_jax.models import ApplyFn
 from fgsm_jax.training import TrainState
 
@@ -38,8 +38,13 @@ def forget_indices(scores: jax.Array, retained: jax.Array, k: int):
 def select_forget(scores: jax.Array, retained: jax.Array, k: int) -> jax.Array:
   """`forget_indices` as a mask: bool [N], True for the chosen examples and
   never True where `retained` is False (fewer than k if fewer are retained)."""
-  indices, valid = forget_indices(scores, retained, k)
-  return jnp.zeros(scores.shape, bool).at[indices].set(valid)
+  return indices_to_mask(*forget_indices(scores, retained, k),
+                         scores.shape[0])
+
+
+def indices_to_mask(indices: jax.Array, valid: jax.Array, n: int) -> jax.Array:
+  """bool [n]: True at the valid ones of `indices`."""
+  return jnp.zeros(n, bool).at[indices].set(valid)
 
 
 def unlearn_step(state: TrainState, images: jax.Array, labels: jax.Array,
@@ -71,10 +76,5 @@ def unlearn_step(state: TrainState, images: jax.Array, labels: jax.Array,
     return losses.weighted_mean(losses.per_example_loss(logits, labels),
                                 weights)
   loss, grads = jax.value_and_grad(loss_fn)(state.params)
-  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-  stepped = TrainState(optax.apply_updates(state.params, updates), opt_state,
-                       state.step + 1)
-  has_examples = jnp.sum(weights) > 0
-  new_state = jax.tree.map(lambda new, old: jnp.where(has_examples, new, old),
-                           stepped, state)
-  return new_state, loss
+  stepped = training.apply_gradients(state, grads, optimizer)
+  return training.keep_if(jnp.sum(weights) > 0, stepped, state), loss

@@ -33,8 +33,7 @@ def _problem(n=16, f=8, seed=0):
                                labels, (labels + 1) % 10, jnp.ones(f))
   # A teacher unlike the student, so SCRUB's KL terms have a gradient.
   teacher = models.init_params(keys[5], MODEL)
-  ctx = methods.RoundContext(teacher, methods.ones_like_params(params),
-                             jnp.int32(0), jnp.float32(0.1))
+  ctx = methods.RoundContext(teacher, None, jnp.int32(0), jnp.float32(0.1))
   return state, retain, forget, ctx
 
 
@@ -244,3 +243,8 @@ def test_passes_are_counted_from_the_loop_structure():
 def test_unknown_method_is_refused():
   with pytest.raises(ValueError, match="unknown method 'forget_all'"):
     config_lib.get_config("smoke", method="forget_all")
+
+
+def test_a_zero_distillation_temperature_is_refused():
+  with pytest.raises(ValueError, match="scrub_temperature must be > 0"):
+    config_lib.get_config("smoke", scrub_temperature=0.0)
