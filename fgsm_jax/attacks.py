@@ -88,11 +88,6 @@ def pgd(apply_fn: ApplyFn, params: Params, images: jax.Array,
     Adversarial images within epsilon of `images`, in [0, 1].
   """
   chex.assert_rank(images, 4)
-  loss_fn = loss_fn or losses.per_example_loss
-
-  def total_loss(x):
-    return jnp.sum(loss_fn(apply_fn(params, x), labels))
-
   x = images
   if key is not None:
     if start == "uniform":
@@ -103,11 +98,31 @@ def pgd(apply_fn: ApplyFn, params: Params, images: jax.Array,
     else:
       raise ValueError(f"unknown start {start!r}: 'uniform' or 'gaussian'")
     x = jnp.clip(images + noise, 0.0, 1.0)
+  return pgd_from(apply_fn, params, images, labels, epsilon, x, steps=steps,
+                  step_size=step_size, loss_fn=loss_fn)
+
+
+def pgd_from(apply_fn: ApplyFn, params: Params, images: jax.Array,
+             labels: jax.Array, epsilon, start: jax.Array, *, steps: int,
+             step_size, loss_fn=None) -> jax.Array:
+  """`pgd`'s ascent steps from a given start (in the ball around `images`)."""
+  loss_fn = loss_fn or losses.per_example_loss
+
+  def total_loss(x):
+    return jnp.sum(loss_fn(apply_fn(params, x), labels))
 
   def body(_, x):
     x = x + step_size * jnp.sign(jax.grad(total_loss)(x))
     return jnp.clip(jnp.clip(x, images - epsilon, images + epsilon), 0.0, 1.0)
-  return jax.lax.fori_loop(0, steps, body, x)
+  return jax.lax.fori_loop(0, steps, body, start)
+
+
+def uniform_start(images: jax.Array, epsilon, keys: jax.Array) -> jax.Array:
+  """clip(x + U(-eps, eps)) with one key per example, so an example's start
+  does not depend on which other examples share its batch."""
+  noise = jax.vmap(lambda k: jax.random.uniform(
+      k, images.shape[1:], images.dtype, -epsilon, epsilon))(keys)
+  return jnp.clip(images + noise, 0.0, 1.0)
 
 
 def keep_worst(apply_fn: ApplyFn, params: Params, images: jax.Array,

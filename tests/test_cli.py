@@ -80,3 +80,19 @@ def test_smoke_run_writes_results(tmp_path):
   logits = models.make_apply("lenet5")(params, test.test_images)
   accuracy = float(losses.per_example_correct(logits, test.test_labels).mean())
   assert accuracy == pytest.approx(rounds[-1]["clean_accuracy"], abs=1e-6)
+  # The report reads the same folder: Table 1 beside the paper's and the
+  # final models under the attack suite (one transfer source, to be quick).
+  report = subprocess.run(
+      [sys.executable, "-m", "experiments.report", f"--unlearn_dir={out}",
+       "--test_size=128", "--pgd_steps=3", "--pgd_restarts=2",
+       "--noise_draws=4", "--sweep=0,0.1,0.5", "--notransfer_other",
+       f"--data_dir={data_dir}"],
+      cwd=REPO, capture_output=True, text=True, timeout=900)
+  assert report.returncode == 0, report.stderr[-3000:]
+  measured = json.loads((out / "report.json").read_text())
+  assert [m["model"] for m in measured["models"]] == ["remove_retrain"]
+  assert set(measured["transfer_sources"]) == {"transfer_same"}
+  text = (out / "report.md").read_text()
+  assert "| updated model, FGSM test set (white-box: vs updated model) |" \
+      in text and "0.9669" in text
+  assert (out / "sweep.png").exists() and (out / "rounds.png").exists()

@@ -91,13 +91,28 @@ def test_report_attacks_every_saved_model(compared):
   assert [m["model"] for m in report["models"]] == ["initial"] + METHODS
   assert report["test_examples"] == 128
   assert report["attacks"]["pgd"]["restarts"] == 2
+  assert set(report["transfer_sources"]) == {"transfer_same",
+                                             "transfer_other"}
+  sources = report["attacks"]["transfer_sources"]
+  assert sources["transfer_other"]["model"] == "lenet"  # The other network.
   for m in report["models"]:
     for seed in m["per_seed"]:
       acc = seed["accuracy"]
+      assert {"transfer_same", "transfer_other"} <= set(acc)
       assert all(acc["robust"] <= v for v in acc.values())
-      assert len(seed["checks"]) == 6 and seed["sweep"]["epsilons"] == [
-          0.0, 0.1, 0.5]
-  assert "| pgd_at | 2 |" in (compared / "report.md").read_text()
+      # Every unlearned model also says what a stale evaluation would claim.
+      names = [c["check"] for c in seed["checks"]]
+      assert len(names) == (7 if m["model"] == "initial" else 8)
+      assert ("stale_fgsm_not_above_white_box" in names) == (
+          m["model"] != "initial")
+      assert seed["sweep"]["epsilons"] == [0.0, 0.1, 0.5]
+  text = (compared / "report.md").read_text()
+  assert "| pgd_at | 2 |" in text
+  assert "original model, FGSM test set | " in text  # Table 1, ours | paper.
+  assert "0.0796" in text and "0.9669" in text
+  assert "| remove_retrain | " in text.split("White-box vs stale")[1]
+  for png in ("sweep.png", "rounds.png", "digits.png"):
+    assert (compared / png).read_bytes()[:4] == b"\x89PNG"
   # Interrupted after two models: a re-run keeps those and measures the rest.
   report["models"] = report["models"][:2]
   (compared / "report.json").write_text(json.dumps(report))
@@ -114,3 +129,11 @@ def test_report_without_a_comparison_is_one_line_and_exit_2(tmp_path):
   assert result.returncode == 2
   lines = result.stderr.strip().splitlines()
   assert len(lines) == 1 and "cannot read" in lines[0]
+
+
+def test_report_needs_exactly_one_run_dir(tmp_path):
+  for args in ((), (f"--compare_dir={tmp_path}", f"--unlearn_dir={tmp_path}")):
+    result = run_module("experiments.report", *args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "give one of --compare_dir" in lines[0]

@@ -69,14 +69,41 @@ def test_restarts_keep_the_per_example_worst(trained):
   assert np.abs(np.asarray(kept - x)).max() <= 0.1 + 1e-6
 
 
+def test_skipping_flipped_examples_changes_no_restart_outcome(trained):
+  # Every restart on every example, same per-example starts: the reference.
+  params, x, y = trained
+  key, eps, kwargs = jax.random.key(5), 0.1, dict(steps=3, step_size=0.03)
+  index = jnp.arange(y.shape[0])
+  expected = np.array(losses.per_example_correct(APPLY(params, x), y))
+  for r in range(3):
+    keys = jax.vmap(lambda j: jax.random.fold_in(
+        jax.random.fold_in(key, r), j))(index)
+    x_adv = attacks.pgd_from(APPLY, params, x, y, eps,
+                             attacks.uniform_start(x, eps, keys), **kwargs)
+    expected *= np.asarray(losses.per_example_correct(APPLY(params, x_adv), y))
+  assert 0.05 < expected.mean() < 0.95  # Some chunks get skipped, some not.
+  # Chunks of 100 over 256 examples: padding and a partly flipped chunk.
+  skipping = jax.jit(functools.partial(
+      robustness.pgd_restarts_correct, APPLY, restarts=3, chunk_size=100,
+      **kwargs))
+  np.testing.assert_array_equal(skipping(params, x, y, eps, key), expected)
+  # Under vmap over models (both branches run) the result is the same.
+  two = jax.tree.map(lambda a: jnp.stack([a, a]), params)
+  batched = jax.vmap(skipping, in_axes=(0, None, None, None, None))(
+      two, x, y, eps, key)
+  np.testing.assert_array_equal(batched, np.stack([expected, expected]))
+
+
 def test_robust_accuracy_is_at_most_every_attacks(trained):
   params, x, y = trained
   correct = robustness.per_example_correct(
       APPLY, params, x, y, 0.1, jax.random.key(0), SUITE, chunk_size=128,
-      source=(APPLY, models.init_params(jax.random.key(9), MODEL)))
+      transfer={"transfer_x": robustness.transfer_examples(
+          APPLY, models.init_params(jax.random.key(9), MODEL), x, y, 0.1,
+          jax.random.key(4), SUITE, chunk_size=128)})
   acc = robustness.robust_accuracy(correct)
   assert set(acc) == {"clean", "fgsm", "fgsm_predicted", "pgd", "noise",
-                      "transfer", "robust"}
+                      "transfer_x", "robust"}
   for name, value in acc.items():
     assert acc["robust"] <= value
   assert acc["clean"] > 0.8 and acc["pgd"] < acc["clean"]

@@ -1,0 +1,112 @@
+"""Views of the JSON results: accuracy vs epsilon, accuracy per round, and
+clean vs adversarial digits. Each function takes what `experiments.report`
+and `experiments.compare` write (plain dicts and arrays) and saves one PNG;
+nothing here computes a number.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # Files only; no display needed.
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+DEFENSES = ("fgsm_at", "fgsm_rs", "pgd_at", "trades")
+
+
+def _style(name: str, i: int) -> dict:
+  """Defenses dashed, the initial model and the control black and grey."""
+  if name == "initial":
+    return {"color": "black", "linestyle": ":", "linewidth": 2}
+  if name == "control":
+    return {"color": "grey", "linestyle": "-", "linewidth": 2}
+  return {"color": plt.get_cmap("tab20")(i % 20),
+          "linestyle": "--" if name in DEFENSES else "-"}
+
+
+def sweep_plot(models: list[dict], path: str, title: str) -> None:
+  """Accuracy vs epsilon per model: mean over seeds, min-max band.
+
+  models: report.json's "models" (each with per_seed[i]["sweep"]).
+  """
+  fig, ax = plt.subplots(figsize=(8, 5.5))
+  for i, m in enumerate(models):
+    eps = np.asarray(m["per_seed"][0]["sweep"]["epsilons"])
+    acc = np.asarray([p["sweep"]["accuracy"] for p in m["per_seed"]])
+    style = _style(m["model"], i)
+    ax.plot(eps, acc.mean(0), marker="o", markersize=3, label=m["model"],
+            **style)
+    ax.fill_between(eps, acc.min(0), acc.max(0), color=style["color"],
+                    alpha=0.12)
+  ax.set(xlabel="epsilon (L-inf)", ylabel="test accuracy under PGD",
+         ylim=(-0.02, 1.02))
+  ax.set_title(title, fontsize=10)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8, ncol=2, title="model (dashed: defenses)")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+ROUND_PANELS = (
+    ("clean_accuracy", "clean"),
+    ("fgsm_accuracy", "white-box FGSM (vs the model of that round)"),
+    ("transfer_accuracy", "stale FGSM (crafted on the initial model)"),
+)
+
+
+def rounds_plot(methods: list[dict], path: str, title: str) -> None:
+  """Per-round clean, white-box FGSM and stale (transfer from the initial
+  model) accuracy of every method, mean over seeds.
+
+  methods: comparison.json's "methods" (per_seed[i]["rounds"] rows).
+  """
+  fig, axes = plt.subplots(1, 3, figsize=(15, 4.8), sharey=False)
+  for ax, (metric, label) in zip(axes, ROUND_PANELS):
+    for i, m in enumerate(methods):
+      runs = [[row[metric] for row in r["rounds"]] for r in m["per_seed"]]
+      length = min(len(r) for r in runs)
+      values = np.asarray([r[:length] for r in runs], float)
+      ax.plot(np.arange(length), np.nanmean(values, 0), marker="o",
+              label=m["method"], **_style(m["method"], i + 1))
+    ax.set(xlabel="round (0 = the trained model)", ylabel="test accuracy",
+           title=label)
+    ax.set_xticks(np.arange(length))
+    ax.grid(alpha=0.3)
+  axes[0].legend(fontsize=8, title="method (dashed: defenses)")
+  fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def digit_grid(clean: np.ndarray, labels: np.ndarray,
+               rows: list[tuple[str, np.ndarray, np.ndarray]], path: str,
+               title: str) -> None:
+  """Clean digits on top, then one row per (name, adversarial images,
+  predictions); a prediction is red where it is wrong.
+
+  clean: [K, 28, 28, 1] in [0, 1]; labels: [K]; rows' images like clean.
+  """
+  k = len(labels)
+  fig, axes = plt.subplots(len(rows) + 1, k, figsize=(1.3 * k,
+                                                      1.5 * (len(rows) + 1)))
+  axes = np.asarray(axes).reshape(len(rows) + 1, k)
+  for j in range(k):
+    axes[0, j].imshow(clean[j, ..., 0], cmap="gray", vmin=0, vmax=1)
+    axes[0, j].set_title(f"label {labels[j]}", fontsize=8)
+    for i, (_, images, predicted) in enumerate(rows, start=1):
+      axes[i, j].imshow(images[j, ..., 0], cmap="gray", vmin=0, vmax=1)
+      wrong = predicted[j] != labels[j]
+      axes[i, j].set_title(f"pred {predicted[j]}", fontsize=8,
+                           color="red" if wrong else "black")
+  for i, name in enumerate(["clean"] + [r[0] for r in rows]):
+    axes[i, 0].set_ylabel(name, fontsize=8)
+  for ax in axes.ravel():
+    ax.set_xticks([])
+    ax.set_yticks([])
+  fig.suptitle(title, fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
