@@ -132,7 +132,7 @@ def main(argv):
   def evaluate(params, transfer):
     """One model under the suite (one seed: PGD restarts skip examples
     already flipped, which needs the model unbatched)."""
-    correct = robustness.per_example_correct(
+    correct, pgd_trace = robustness.per_example_correct(
         apply_fn, params, images, labels, config.epsilon, key, suite,
         FLAGS.chunk_size, transfer=transfer)
     curve = robustness.accuracy_sweep(apply_fn, params, images, labels,
@@ -141,7 +141,7 @@ def main(argv):
                                       FLAGS.chunk_size)
     zero = robustness.zero_gradient_fraction(apply_fn, params, images,
                                              labels, FLAGS.chunk_size)
-    return correct, curve, zero
+    return correct, pgd_trace, curve, zero
 
   attack_info = suite.describe(config.epsilon)
   attack_info["transfer_sources"] = {
@@ -182,7 +182,7 @@ def main(argv):
     per_seed = []
     for s in range(seeds):
       params = jax.tree.map(lambda x, s=s: x[s], stacked)
-      correct, curve, zero = jax.device_get(evaluate(params, transfer))
+      correct, trace, curve, zero = jax.device_get(evaluate(params, transfer))
       print(f"  {name} seed {s + 1}/{seeds}: PGD "
             f"{float(correct['pgd'].mean()):.4f} "
             f"({time.perf_counter() - start:.0f}s)", flush=True)
@@ -193,6 +193,7 @@ def main(argv):
                                              final["transfer_accuracy"]))
       per_seed.append({
           "accuracy": robustness.robust_accuracy(correct),
+          "pgd_accuracy_after_restart": trace.tolist(),
           "sweep": {"epsilons": sweep, "accuracy": curve.tolist()},
           "zero_gradient_fraction": float(zero),
           "checks": checks,
@@ -420,19 +421,24 @@ def table_markdown(report) -> str:
       f"Test examples: {report['test_examples']}; epsilon {a['epsilon']} "
       f"(L-inf, white-box, untargeted). PGD: {pgd['steps']} steps of "
       f"{pgd['step_size']}, {pgd['restarts']} restarts, uniform start, "
-      f"per-example worst. Noise: {a['noise']['draws']} sign draws. Transfer "
+      f"per-example worst (the extra flips column: the fraction of test "
+      f"examples the last restart flipped that the others had not). Noise: {a['noise']['draws']} sign draws. Transfer "
       f"(PGD, one start, on a separately trained model): {described}. "
       "Robust = right under every attack (per example). Mean ± std over "
       "seeds.",
       "",
-      "| model | seeds | clean | FGSM | FGSM (pred. labels) | PGD | noise | "
-      + " | ".join(transfer) + " | robust | masking checks failed |",
-      "|---|---|---|---|---|---|---|" + "---|" * len(transfer) + "---|---|",
+      "| model | seeds | clean | FGSM | FGSM (pred. labels) | PGD | PGD: "
+      "last restart's extra flips | noise | " + " | ".join(transfer)
+      + " | robust | masking checks failed |",
+      "|---|---|---|---|---|---|---|---|" + "---|" * len(transfer) + "---|---|",
   ]
   for m in report["models"]:
     cells = [_cell(m["accuracy"][k]) for k in
-             ("clean", "fgsm", "fgsm_predicted", "pgd", "noise", *transfer,
-              "robust")]
+             ("clean", "fgsm", "fgsm_predicted", "pgd")]
+    traces = [p.get("pgd_accuracy_after_restart", []) for p in m["per_seed"]]
+    last = [t[-2] - t[-1] for t in traces if len(t) > 1]
+    cells.append(f"{np.mean(last):.4f}" if last else "—")
+    cells += [_cell(m["accuracy"][k]) for k in ("noise", *transfer, "robust")]
     lines.append(f"| {m['model']} | {m['seeds']} | " + " | ".join(cells)
                  + f" | {', '.join(m['failed_checks']) or 'none'} |")
   return "\n".join(lines)

@@ -144,7 +144,14 @@ def load_mnist(data_dir: str | None = None) -> Dataset:
   data_dir = data_dir or os.environ.get("MNIST_DIR")
   if data_dir:
     return load_idx_dir(data_dir)
-  return load_tfds()
+  try:
+    return load_tfds()
+  except DataError:
+    raise
+  except Exception as e:  # No internet, no prepared data, a broken install.
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    raise DataError(f"no MNIST folder given and tensorflow-datasets could not "
+                    f"load MNIST ({type(e).__name__}: {first[:200]})") from e
 
 
 def take(dataset: Dataset, train_size: int = 0, test_size: int = 0) -> Dataset:

@@ -63,8 +63,11 @@ def per_example_correct(apply_fn: ApplyFn, params: Params, images: jax.Array,
       (`transfer_examples`, [N, 28, 28, 1]); the model is scored on them.
 
   Returns:
-    dict attack name -> float [N]: 'clean', 'fgsm', 'fgsm_predicted', 'pgd'
-    (`pgd_restarts_correct`), 'noise', and one entry per `transfer` name.
+    (correct, pgd_trace): correct is a dict attack name -> float [N]:
+    'clean', 'fgsm', 'fgsm_predicted', 'pgd' (`pgd_restarts_correct`),
+    'noise', and one entry per `transfer` name; pgd_trace [restarts] is
+    the PGD accuracy after each restart (flat at the end: more restarts
+    would not have found more).
   """
   transfer = transfer or {}
 
@@ -88,18 +91,18 @@ def per_example_correct(apply_fn: ApplyFn, params: Params, images: jax.Array,
   out = evaluation.chunked_map(
       chunk, (images, labels, jnp.arange(labels.shape[0]), transfer),
       chunk_size)
-  out["pgd"] = pgd_restarts_correct(
+  out["pgd"], trace = pgd_restarts_correct(
       apply_fn, params, images, labels, epsilon, jax.random.fold_in(key, 1),
       steps=suite.pgd_steps, step_size=suite.pgd_step_size,
       restarts=suite.pgd_restarts, chunk_size=chunk_size)
-  return out
+  return out, trace
 
 
 def pgd_restarts_correct(apply_fn: ApplyFn, params: Params,
                          images: jax.Array, labels: jax.Array, epsilon,
                          key: jax.Array, *, steps: int, step_size,
-                         restarts: int, chunk_size: int) -> jax.Array:
-  """1.0 where the model is right on the clean input and after each of
+                         restarts: int, chunk_size: int):
+  """(correct [N], accuracy after each restart [restarts]): 1.0 where the model is right on the clean input and after each of
   `restarts` PGD runs from random starts: the per-example worst case over
   restarts, as `attacks.pgd_restarts` keeps it, at a fraction of the cost.
 
@@ -138,9 +141,9 @@ def pgd_restarts_correct(apply_fn: ApplyFn, params: Params,
     now = evaluation.chunked_map(
         chunk, (images[order], labels[order], index[order], correct[order]),
         chunk_size)
-    return correct * jnp.zeros_like(correct).at[order].set(now), None
-  correct, _ = jax.lax.scan(restart, clean, jnp.arange(restarts))
-  return correct
+    correct = correct * jnp.zeros_like(correct).at[order].set(now)
+    return correct, jnp.mean(correct)
+  return jax.lax.scan(restart, clean, jnp.arange(restarts))
 
 
 def transfer_examples(source_apply: ApplyFn, source_params: Params,

@@ -125,3 +125,12 @@ def test_tfds_source_under_mock_data():
   assert ds.train_images.dtype == np.float32
   assert 0.0 <= ds.train_images.min() and ds.train_images.max() <= 1.0
   assert set(np.unique(ds.train_labels)) <= set(range(10))
+
+
+def test_no_folder_and_no_tfds_data_is_a_data_error(monkeypatch):
+  def broken():
+    raise ModuleNotFoundError("No module named 'importlib_resources'")
+  monkeypatch.delenv("MNIST_DIR", raising=False)
+  monkeypatch.setattr(data_lib, "load_tfds", broken)
+  with pytest.raises(data_lib.DataError, match="tensorflow-datasets could not"):
+    data_lib.load_mnist(None)

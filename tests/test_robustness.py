@@ -86,17 +86,19 @@ def test_skipping_flipped_examples_changes_no_restart_outcome(trained):
   skipping = jax.jit(functools.partial(
       robustness.pgd_restarts_correct, APPLY, restarts=3, chunk_size=100,
       **kwargs))
-  np.testing.assert_array_equal(skipping(params, x, y, eps, key), expected)
+  correct, trace = skipping(params, x, y, eps, key)
+  np.testing.assert_array_equal(correct, expected)
+  assert np.all(np.diff(trace) <= 0) and trace[-1] == expected.mean()
   # Under vmap over models (both branches run) the result is the same.
   two = jax.tree.map(lambda a: jnp.stack([a, a]), params)
-  batched = jax.vmap(skipping, in_axes=(0, None, None, None, None))(
+  batched, _ = jax.vmap(skipping, in_axes=(0, None, None, None, None))(
       two, x, y, eps, key)
   np.testing.assert_array_equal(batched, np.stack([expected, expected]))
 
 
 def test_robust_accuracy_is_at_most_every_attacks(trained):
   params, x, y = trained
-  correct = robustness.per_example_correct(
+  correct, _ = robustness.per_example_correct(
       APPLY, params, x, y, 0.1, jax.random.key(0), SUITE, chunk_size=128,
       transfer={"transfer_x": robustness.transfer_examples(
           APPLY, models.init_params(jax.random.key(9), MODEL), x, y, 0.1,
@@ -128,7 +130,7 @@ def test_the_sweep_is_per_epsilon_calls_and_reaches_zero(trained):
 
 
 def _checks(apply_fn, params, x, y):
-  correct = robustness.per_example_correct(
+  correct, _ = robustness.per_example_correct(
       apply_fn, params, x, y, 0.1, jax.random.key(1), SUITE, chunk_size=128)
   epsilons = [0.0, 0.1, 0.2, 0.3, 0.5]
   sweep = robustness.accuracy_sweep(apply_fn, params, x, y, epsilons,
