@@ -36,6 +36,8 @@ import numpy as np
 import optax
 from absl import app, flags
 
+from experiments import common
+
 import fgsm_jax as fj
 from fgsm_jax import (attacks, data, evaluation, loop, models, results,
                       training, unlearning)
@@ -340,4 +342,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=common.parse_flags)

@@ -59,6 +59,15 @@ def fail(message: str) -> None:
   sys.exit(2)
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, a bad value one line and exit 2 like every other
+  input error (`app.run(main, flags_parser=common.parse_flags)`)."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    fail(f"{e} (see --helpshort)")
+
+
 def config_from_flags(preset: str, **fixed) -> config_lib.Config:
   """The preset with every flag that was given (and `fixed`) applied."""
   values = {f: getattr(flags.FLAGS, f, None) for f in FIELDS}

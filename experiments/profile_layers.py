@@ -21,6 +21,8 @@ import jax.numpy as jnp
 import optax
 from absl import app, flags
 
+from experiments import common
+
 from fgsm_jax import models, training, unlearning
 
 FLAGS = flags.FLAGS
@@ -106,4 +108,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=common.parse_flags)

@@ -445,4 +445,4 @@ def table_markdown(report) -> str:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=common.parse_flags)

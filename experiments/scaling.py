@@ -17,6 +17,8 @@ import sys
 
 from absl import app, flags
 
+from experiments import common
+
 import fgsm_jax as fj
 from fgsm_jax import data, results, runner
 
@@ -75,4 +77,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=common.parse_flags)

@@ -21,6 +21,9 @@ def run_cli(*args, env_extra=None):
 @pytest.mark.parametrize("args,message", [
     (["--epsilon=1.5"], "epsilon must be a number in [0, 1]"),
     (["--epsilon=nan"], "epsilon must be a number in [0, 1]"),
+    (["--epsilon=abc"], "flag --epsilon=abc: could not convert"),
+    (["--seeds=two"], "flag --seeds=two"),
+    (["--no_such_flag=1"], "Unknown command line flag 'no_such_flag'"),
     (["--seeds=0"], "seeds must be >= 1"),
     (["--batch_size=-4"], "batch_size must be >= 1"),
     (["--model=vgg"], "unknown model 'vgg'"),
