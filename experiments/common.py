@@ -105,14 +105,27 @@ class ProgressPrinter:
   """Prints one line per epoch and per round, averaged over the seeds.
 
   Reports arrive from inside the compiled program once per seed; a line is
-  printed when every seed's report for that step is in.
+  printed when every seed's report for that step is in. With `epochs` (the
+  training epochs the program runs at most) each epoch line also says how
+  many are done and the time left at the pace so far (an upper bound when
+  the rounds can stop early at the target).
   """
 
-  def __init__(self, seeds: int, label: str = ""):
+  def __init__(self, seeds: int, label: str = "", epochs: int | None = None):
     self.seeds = seeds
     self.label = label
+    self.epochs = epochs
+    self.done = 0
     self.pending = {}
     self.start = time.perf_counter()
+
+  def eta(self, elapsed: float) -> str:
+    """', epochs d/n, ~Ns left' after an epoch, or '' without a total."""
+    self.done += 1
+    if not self.epochs:
+      return ""
+    left = elapsed / self.done * max(self.epochs - self.done, 0)
+    return f"; epochs {self.done}/{self.epochs}, about {left:.0f}s left at most"
 
   def __call__(self, kind, values):
     key = (kind, int(values["round"]), int(values.get("epoch", 0)))
@@ -127,7 +140,8 @@ class ProgressPrinter:
     if kind == "epoch":
       loss = sum(float(v["loss"]) for v in reports) / len(reports)
       print(f"{head}round {key[1]} epoch {key[2]}/"
-            f"{int(reports[0]['epochs'])}: train loss {loss:.4f}", flush=True)
+            f"{int(reports[0]['epochs'])}: train loss {loss:.4f}"
+            f"{self.eta(elapsed)}", flush=True)
     else:
       def mean(name):
         return sum(float(getattr(v["metrics"], name)) for v in reports) / len(reports)

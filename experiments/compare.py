@@ -121,11 +121,13 @@ def main(argv):
   keys, data, hp = sharding.place(mesh, loop.seed_keys(config),
                                   type(dataset)(*(np.asarray(a) for a in dataset)),
                                   loop.hparams_from(config))
-  def printer(label):
-    return common.ProgressPrinter(config.seeds, label) if FLAGS.progress else None
+  def printer(label, epochs):
+    return (common.ProgressPrinter(config.seeds, label, epochs)
+            if FLAGS.progress else None)
 
   pretrain = jax.jit(loop.vmap_seeds(
-      loop.make_pretrain(config, printer("initial: ")), config.seeds))
+      loop.make_pretrain(config, printer("initial: ", config.epochs)),
+      config.seeds))
   pre, compile_s, run_s = runner.compile_and_run(pretrain, keys, data, hp)
   first = jax.device_get(pre.first)
   results.write_params(os.path.join(out_dir, "params-initial.msgpack"),
@@ -154,8 +156,9 @@ def main(argv):
   for name in FLAGS.methods:
     method_config = dataclasses.replace(config, method=name)
     rounds = jax.jit(loop.vmap_seeds(
-        loop.make_rounds(method_config, printer(f"{name}: ")), config.seeds,
-        batched=(True, True, False, False)))
+        loop.make_rounds(method_config, printer(
+            f"{name}: ", config.rounds * config.retrain_epochs)),
+        config.seeds, batched=(True, True, False, False)))
     outcome, compile_s, run_s = runner.compile_and_run(rounds, keys, pre, data, hp)
     results.write_params(os.path.join(out_dir, f"params-{name}.msgpack"),
                          outcome.final_params)

@@ -53,7 +53,9 @@ def main(argv):
 
   from fgsm_jax import runner
   print(f"config: {config}", flush=True)
-  printer = common.ProgressPrinter(config.seeds) if FLAGS.progress else None
+  printer = (common.ProgressPrinter(
+      config.seeds, epochs=config.epochs + config.rounds * config.retrain_epochs)
+      if FLAGS.progress else None)
   outcome = runner.run_unlearning(config, dataset, printer)
   outcome["command"] = " ".join(["python -m experiments.unlearn"] + sys.argv[1:])
 

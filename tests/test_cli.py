@@ -59,6 +59,9 @@ def test_smoke_run_writes_results(tmp_path):
                    f"--output_dir={out}")
   assert result.returncode == 0, result.stderr
   assert "round 1 done" in result.stdout
+  # Progress: 1 initial epoch + 1 round of 1 epoch, the time left with each.
+  assert "; epochs 1/2, about " in result.stdout
+  assert "; epochs 2/2, about 0s left at most" in result.stdout
   assert "original model, FGSM test set" in result.stdout
   saved = json.loads((out / "results.json").read_text())
   assert saved["config"]["train_size"] == 1024
