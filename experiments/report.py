@@ -22,6 +22,7 @@ interrupted report resumes).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import sys
@@ -35,7 +36,7 @@ from absl import app, flags
 from experiments import common
 from fgsm_jax import attacks
 from fgsm_jax import config as config_lib
-from fgsm_jax import loop, models, plots, results, robustness
+from fgsm_jax import loop, models, plots, reporting, results, robustness
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("compare_dir", None, "output dir of experiments.compare")
@@ -74,7 +75,7 @@ def main(argv):
     with open(path) as f:
       comparison = json.load(f)
     if FLAGS.unlearn_dir:
-      comparison = comparison_from_unlearn(comparison)
+      comparison = reporting.comparison_from_unlearn(comparison)
   except (OSError, ValueError, KeyError) as e:
     common.fail(f"cannot read {path}: {e!r}")
   if FLAGS.test_size < 0 or FLAGS.pgd_restarts < 1 or FLAGS.noise_draws < 1:
@@ -105,7 +106,17 @@ def main(argv):
         seeds=1)
 
   def make_transfer():
-    """Each source model's PGD test images, crafted once for all models."""
+    """Each source model's PGD test images, crafted once for all models and
+    kept in the run folder (a resumed report scores on the same images)."""
+    described = json.dumps([report["attacks"], report["test_examples"],
+                            FLAGS.seed], sort_keys=True)
+    cache = os.path.join(run_dir, "transfer-%s.npz" % hashlib.sha256(
+        described.encode()).hexdigest()[:12])
+    if os.path.exists(cache):
+      with np.load(cache) as saved:
+        crafted = {k: jnp.asarray(saved[k]) for k in source_configs}
+      print(f"transfer examples: {cache}, kept", flush=True)
+      return crafted, _earlier(out_json).get("transfer_sources", {})
     crafted, info = {}, {}
     for i, (name, c) in enumerate(source_configs.items()):
       start = time.perf_counter()
@@ -126,6 +137,9 @@ def main(argv):
       print(f"{name}: source {c.model} (seed {c.seed}, {c.epochs} epochs) "
             f"clean {info[name]['source_clean_accuracy']:.4f}, its own PGD "
             f"{info[name]['source_pgd_accuracy']:.4f}", flush=True)
+    tmp = cache + ".tmp.npz"
+    np.savez(tmp, **{k: np.asarray(v) for k, v in crafted.items()})
+    os.replace(tmp, cache)
     return crafted, info
 
   @jax.jit
@@ -175,36 +189,10 @@ def main(argv):
       print(f"{name}: no {params_path}, skipped", flush=True)
       continue
     stacked = results.read_params(params_path)
-    seeds = jax.tree.leaves(stacked)[0].shape[0]
     if transfer is None:
       transfer, report["transfer_sources"] = make_transfer()
-    start = time.perf_counter()
-    per_seed = []
-    for s in range(seeds):
-      params = jax.tree.map(lambda x, s=s: x[s], stacked)
-      correct, trace, curve, zero = jax.device_get(evaluate(params, transfer))
-      print(f"  {name} seed {s + 1}/{seeds}: PGD "
-            f"{float(correct['pgd'].mean()):.4f} "
-            f"({time.perf_counter() - start:.0f}s)", flush=True)
-      checks = robustness.masking_checks(correct, sweep, curve, float(zero))
-      if name in entries:
-        final = entries[name]["per_seed"][s]["rounds"][-1]
-        checks.append(robustness.stale_check(final["fgsm_accuracy"],
-                                             final["transfer_accuracy"]))
-      per_seed.append({
-          "accuracy": robustness.robust_accuracy(correct),
-          "pgd_accuracy_after_restart": trace.tolist(),
-          "sweep": {"epsilons": sweep, "accuracy": curve.tolist()},
-          "zero_gradient_fraction": float(zero),
-          "checks": checks,
-      })
-    attacks_ = per_seed[0]["accuracy"].keys()
-    entry = {"model": name, "seeds": seeds, "per_seed": per_seed,
-             "accuracy": {a: results.stat([p["accuracy"][a] for p in per_seed])
-                          for a in attacks_},
-             "failed_checks": sorted({c["check"] for p in per_seed
-                                      for c in p["checks"] if not c["passed"]}),
-             "wall_time_s": time.perf_counter() - start}
+    entry = _measure(name, stacked, evaluate, transfer, sweep,
+                     entries.get(name))
     report["models"].append(entry)
     results.write_json_atomic(out_json, report)
     acc = entry["accuracy"]
@@ -220,37 +208,44 @@ def main(argv):
   if FLAGS.plots and report["models"]:
     figures = _plots(report, comparison, params_files, run_dir, apply_fn,
                      images, labels, suite, config.epsilon, key)
-  text = report_markdown(report, comparison, figures)
+  text = reporting.report_markdown(report, comparison, figures)
   with open(os.path.join(run_dir, "report.md"), "w") as f:
     f.write(text)
   print()
   print(text)
 
 
-def comparison_from_unlearn(outcome) -> dict:
-  """An experiments.unlearn results.json as a one-method comparison."""
-  config = outcome["config"]
-  records = outcome["per_seed"]
-  def stat(key, row):
-    return results.stat([r["rounds"][row][key] for r in records])
-  fields = {f.name for f in dataclasses.fields(config_lib.Config)}
-  return {
-      "command": outcome["command"],
-      "setup": {"preset": "see the command",
-                "settings": config_lib.describe(config_lib.Config(
-                    **{k: v for k, v in config.items() if k in fields})),
-                "model": config["model"], "epsilon": config["epsilon"],
-                "seeds": len(records),
-                "train_examples": outcome["data"]["train_examples"],
-                "test_examples": outcome["data"]["test_examples"],
-                "initial": {"clean_accuracy": stat("clean_accuracy", 0),
-                            "fgsm_accuracy": stat("fgsm_accuracy", 0)}},
-      "methods": [{"method": config["method"], "config": config,
-                   "per_seed": records,
-                   "clean_accuracy": stat("clean_accuracy", -1),
-                   "fgsm_accuracy": stat("fgsm_accuracy", -1),
-                   "fgsm_stale_accuracy": stat("transfer_accuracy", -1)}],
-  }
+def _measure(name, stacked, evaluate, transfer, sweep, entry=None) -> dict:
+  """Every seed of one saved model under the suite (one jitted call per
+  seed), with the checks; `entry` (its comparison entry) adds the stale one."""
+  start = time.perf_counter()
+  seeds = jax.tree.leaves(stacked)[0].shape[0]
+  per_seed = []
+  for s in range(seeds):
+    params = jax.tree.map(lambda x, s=s: x[s], stacked)
+    correct, trace, curve, zero = jax.device_get(evaluate(params, transfer))
+    print(f"  {name} seed {s + 1}/{seeds}: PGD "
+          f"{float(correct['pgd'].mean()):.4f} "
+          f"({time.perf_counter() - start:.0f}s)", flush=True)
+    checks = robustness.masking_checks(correct, sweep, curve, float(zero))
+    if entry is not None:
+      final = entry["per_seed"][s]["rounds"][-1]
+      checks.append(robustness.stale_check(final["fgsm_accuracy"],
+                                           final["transfer_accuracy"]))
+    per_seed.append({
+        "accuracy": robustness.robust_accuracy(correct),
+        "pgd_accuracy_after_restart": trace.tolist(),
+        "sweep": {"epsilons": sweep, "accuracy": curve.tolist()},
+        "zero_gradient_fraction": float(zero),
+        "checks": checks,
+    })
+  names = per_seed[0]["accuracy"].keys()
+  return {"model": name, "seeds": seeds, "per_seed": per_seed,
+          "accuracy": {a: results.stat([p["accuracy"][a] for p in per_seed])
+                       for a in names},
+          "failed_checks": sorted({c["check"] for p in per_seed
+                                   for c in p["checks"] if not c["passed"]}),
+          "wall_time_s": time.perf_counter() - start}
 
 
 def _plots(report, comparison, params_files, out, apply_fn, images, labels,
@@ -308,140 +303,6 @@ def _finished_models(path, report, seed, sweep) -> dict:
           and earlier.get("attack_seed") == seed
           and earlier.get("sweep_epsilons") == sweep)
   return {m["model"]: m for m in earlier.get("models", [])} if same else {}
-
-
-def _cell(stat) -> str:
-  return f"{stat['mean']:.4f} ± {stat['std']:.4f}"
-
-
-def report_markdown(report, comparison, figures=()) -> str:
-  """report.md: Table 1 beside the paper's, what holds, every method under
-  PGD, white-box vs stale, the failed checks, the plots."""
-  setup = comparison["setup"]
-  models_ = {m["model"]: m for m in report["models"]}
-  entries = {e["method"]: e for e in comparison["methods"]}
-  lines = ["# Robustness report", "",
-           f"Models: `{report.get('models_command')}`  ",
-           f"Attacks: `{report['command']}`  ",
-           f"Setting: MNIST, model {setup['model']}, epsilon "
-           f"{setup['epsilon']}, {setup['seeds']} seed(s), preset "
-           f"{setup['preset']}: {setup['settings']}.", ""]
-  if "remove_retrain" in entries:
-    summary = results.summarize(entries["remove_retrain"]["per_seed"])
-    lines += ["## The paper's Table 1 beside ours (the paper's method: "
-              "remove_retrain)", "", results.table1_markdown(summary), ""]
-    lines += _verdict(summary, entries, models_) + [""]
-  lines += ["## Every model under the attack suite", "",
-            table_markdown(report), ""]
-  lines += ["## White-box vs stale FGSM", "",
-            "Stale = FGSM examples crafted against the initial model (what an "
-            "evaluation that does not re-attack measures); white-box = FGSM "
-            "against the model itself. A positive gap is what a stale "
-            "evaluation would overstate.", "",
-            "| method | white-box FGSM | stale FGSM | stale − white-box | "
-            "PGD (suite) |", "|---|---|---|---|---|"]
-  for name, e in entries.items():
-    gap = (np.asarray(e["fgsm_stale_accuracy"]["values"])
-           - np.asarray(e["fgsm_accuracy"]["values"]))
-    pgd = (_cell(models_[name]["accuracy"]["pgd"]) if name in models_
-           else "not measured")
-    lines.append(f"| {name} | {_cell(e['fgsm_accuracy'])} | "
-                 f"{_cell(e['fgsm_stale_accuracy'])} | {gap.mean():+.4f} ± "
-                 f"{gap.std():.4f} | {pgd} |")
-  lines += ["", "## Checks that failed (first failing seed's evidence)", ""]
-  failed = 0
-  for m in report["models"]:
-    for check in m["failed_checks"]:
-      evidence = next(c["evidence"] for p in m["per_seed"]
-                      for c in p["checks"]
-                      if c["check"] == check and not c["passed"])
-      seeds = sum(not c["passed"] for p in m["per_seed"] for c in p["checks"]
-                  if c["check"] == check)
-      lines.append(f"- {m['model']}: `{check}` on {seeds} of {m['seeds']} "
-                   f"seed(s): {json.dumps(evidence)}")
-      failed += 1
-  if not failed:
-    lines.append("- none")
-  if figures:
-    lines += ["", "## Plots", ""]
-    lines += [f"![{caption}]({name})\n" for name, caption in figures]
-  return "\n".join(lines) + "\n"
-
-
-def _verdict(summary, entries, models_) -> list[str]:
-  """The paper's claims next to what we measured, in plain sentences."""
-  paper = results.PAPER_TABLE1
-  updated = summary["updated_fgsm"]["accuracy"]
-  stale = summary["updated_fgsm_stale"]["accuracy"]
-  original = summary["original_fgsm"]["accuracy"]
-  out = ["What holds and what does not:", ""]
-  out.append(
-      f"- The original model's FGSM accuracy: paper {paper['original_fgsm'][0]:.4f}, "
-      f"ours {_cell(original)} (network, training length and seeds differ; "
-      "see the setting).")
-  holds = updated["mean"] >= 0.9
-  out.append(
-      f"- The claim that unlearning brings white-box FGSM accuracy to "
-      f"{paper['updated_fgsm'][0]:.4f}: ours {_cell(updated)} white-box, "
-      f"{_cell(stale)} on stale examples: "
-      + ("reached." if holds else "**not reached** in this setting."))
-  if "control" in entries:
-    diff = (np.asarray(entries["remove_retrain"]["fgsm_accuracy"]["values"])
-            - np.asarray(entries["control"]["fgsm_accuracy"]["values"]))
-    separated = abs(diff.mean()) > 2 * diff.std() and diff.mean() > 0
-    out.append(
-        f"- Removing the selected examples vs continuing to train on all "
-        f"(control, same schedule): white-box FGSM difference "
-        f"{diff.mean():+.4f} ± {diff.std():.4f} (paired over seeds): "
-        + ("removal helps." if separated else
-           "**no effect of removal beyond continued training**."))
-  if "remove_retrain" in models_ and "initial" in models_:
-    pgd_u = models_["remove_retrain"]["accuracy"]["pgd"]
-    pgd_i = models_["initial"]["accuracy"]["pgd"]
-    best = max((m for m in models_.values()),
-               key=lambda m: m["accuracy"]["robust"]["mean"])
-    out.append(
-        f"- Under PGD the original model keeps {_cell(pgd_i)}, the unlearned "
-        f"one {_cell(pgd_u)}; the most robust model here is {best['model']} "
-        f"(PGD {_cell(best['accuracy']['pgd'])}, robust "
-        f"{_cell(best['accuracy']['robust'])}).")
-  return out
-
-
-def table_markdown(report) -> str:
-  a = report["attacks"]
-  pgd = a["pgd"]
-  sources = a.get("transfer_sources", {})
-  transfer = [k for k in report["models"][0]["accuracy"]
-              if k.startswith("transfer")] if report["models"] else []
-  described = "; ".join(
-      f"{k} from {v['model']} (seed {v['seed']}, {v['epochs']} epochs)"
-      for k, v in sources.items())
-  lines = [
-      f"Test examples: {report['test_examples']}; epsilon {a['epsilon']} "
-      f"(L-inf, white-box, untargeted). PGD: {pgd['steps']} steps of "
-      f"{pgd['step_size']}, {pgd['restarts']} restarts, uniform start, "
-      f"per-example worst (the extra flips column: the fraction of test "
-      f"examples the last restart flipped that the others had not). Noise: {a['noise']['draws']} sign draws. Transfer "
-      f"(PGD, one start, on a separately trained model): {described}. "
-      "Robust = right under every attack (per example). Mean ± std over "
-      "seeds.",
-      "",
-      "| model | seeds | clean | FGSM | FGSM (pred. labels) | PGD | PGD: "
-      "last restart's extra flips | noise | " + " | ".join(transfer)
-      + " | robust | masking checks failed |",
-      "|---|---|---|---|---|---|---|---|" + "---|" * len(transfer) + "---|---|",
-  ]
-  for m in report["models"]:
-    cells = [_cell(m["accuracy"][k]) for k in
-             ("clean", "fgsm", "fgsm_predicted", "pgd")]
-    traces = [p.get("pgd_accuracy_after_restart", []) for p in m["per_seed"]]
-    last = [t[-2] - t[-1] for t in traces if len(t) > 1]
-    cells.append(f"{np.mean(last):.4f}" if last else "—")
-    cells += [_cell(m["accuracy"][k]) for k in ("noise", *transfer, "robust")]
-    lines.append(f"| {m['model']} | {m['seeds']} | " + " | ".join(cells)
-                 + f" | {', '.join(m['failed_checks']) or 'none'} |")
-  return "\n".join(lines)
 
 
 if __name__ == "__main__":

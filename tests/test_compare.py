@@ -119,6 +119,7 @@ def test_report_attacks_every_saved_model(compared):
   again = run_module("experiments.report", *args)
   assert again.returncode == 0, again.stderr[-3000:]
   assert again.stdout.count("(same attacks), kept") == 2
+  assert "transfer examples: " in again.stdout  # Crafted once, reused.
   resumed = json.loads((compared / "report.json").read_text())
   assert resumed["models"][:2] == report["models"]
   assert [m["model"] for m in resumed["models"]] == ["initial"] + METHODS

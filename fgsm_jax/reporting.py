@@ -1,0 +1,175 @@
+"""The robustness report as text: the paper's Table 1 beside ours, what
+holds and what does not, every model under the attack suite, white-box vs
+stale FGSM and the failed checks, from the JSON `experiments.report` and
+`experiments.compare` write (plain dicts; nothing here runs a model).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+
+from fgsm_jax import config as config_lib
+from fgsm_jax import results
+
+
+def comparison_from_unlearn(outcome) -> dict:
+  """An experiments.unlearn results.json as a one-method comparison."""
+  config = outcome["config"]
+  records = outcome["per_seed"]
+  def stat(key, row):
+    return results.stat([r["rounds"][row][key] for r in records])
+  fields = {f.name for f in dataclasses.fields(config_lib.Config)}
+  return {
+      "command": outcome["command"],
+      "setup": {"preset": "see the command",
+                "settings": config_lib.describe(config_lib.Config(
+                    **{k: v for k, v in config.items() if k in fields})),
+                "model": config["model"], "epsilon": config["epsilon"],
+                "seeds": len(records),
+                "train_examples": outcome["data"]["train_examples"],
+                "test_examples": outcome["data"]["test_examples"],
+                "initial": {"clean_accuracy": stat("clean_accuracy", 0),
+                            "fgsm_accuracy": stat("fgsm_accuracy", 0)}},
+      "methods": [{"method": config["method"], "config": config,
+                   "per_seed": records,
+                   "clean_accuracy": stat("clean_accuracy", -1),
+                   "fgsm_accuracy": stat("fgsm_accuracy", -1),
+                   "fgsm_stale_accuracy": stat("transfer_accuracy", -1)}],
+  }
+
+
+def cell(stat) -> str:
+  return f"{stat['mean']:.4f} ± {stat['std']:.4f}"
+
+
+def report_markdown(report, comparison, figures=()) -> str:
+  """report.md: Table 1 beside the paper's, what holds, every method under
+  PGD, white-box vs stale, the failed checks, the plots."""
+  setup = comparison["setup"]
+  models_ = {m["model"]: m for m in report["models"]}
+  entries = {e["method"]: e for e in comparison["methods"]}
+  lines = ["# Robustness report", "",
+           f"Models: `{report.get('models_command')}`  ",
+           f"Attacks: `{report['command']}`  ",
+           f"Setting: MNIST, model {setup['model']}, epsilon "
+           f"{setup['epsilon']}, {setup['seeds']} seed(s), preset "
+           f"{setup['preset']}: {setup['settings']}.", ""]
+  if "remove_retrain" in entries:
+    summary = results.summarize(entries["remove_retrain"]["per_seed"])
+    lines += ["## The paper's Table 1 beside ours (the paper's method: "
+              "remove_retrain)", "", results.table1_markdown(summary), ""]
+    lines += verdict(summary, entries, models_) + [""]
+  lines += ["## Every model under the attack suite", "",
+            attack_table(report), ""]
+  lines += ["## White-box vs stale FGSM", "",
+            "Stale = FGSM examples crafted against the initial model (what an "
+            "evaluation that does not re-attack measures); white-box = FGSM "
+            "against the model itself. A positive gap is what a stale "
+            "evaluation would overstate.", "",
+            "| method | white-box FGSM | stale FGSM | stale − white-box | "
+            "PGD (suite) |", "|---|---|---|---|---|"]
+  for name, e in entries.items():
+    gap = (np.asarray(e["fgsm_stale_accuracy"]["values"])
+           - np.asarray(e["fgsm_accuracy"]["values"]))
+    pgd = (cell(models_[name]["accuracy"]["pgd"]) if name in models_
+           else "not measured")
+    lines.append(f"| {name} | {cell(e['fgsm_accuracy'])} | "
+                 f"{cell(e['fgsm_stale_accuracy'])} | {gap.mean():+.4f} ± "
+                 f"{gap.std():.4f} | {pgd} |")
+  lines += ["", "## Checks that failed (first failing seed's evidence)", ""]
+  failed = 0
+  for m in report["models"]:
+    for check in m["failed_checks"]:
+      evidence = next(c["evidence"] for p in m["per_seed"]
+                      for c in p["checks"]
+                      if c["check"] == check and not c["passed"])
+      seeds = sum(not c["passed"] for p in m["per_seed"] for c in p["checks"]
+                  if c["check"] == check)
+      lines.append(f"- {m['model']}: `{check}` on {seeds} of {m['seeds']} "
+                   f"seed(s): {json.dumps(evidence)}")
+      failed += 1
+  if not failed:
+    lines.append("- none")
+  if figures:
+    lines += ["", "## Plots", ""]
+    lines += [f"![{caption}]({name})\n" for name, caption in figures]
+  return "\n".join(lines) + "\n"
+
+
+def verdict(summary, entries, models_) -> list[str]:
+  """The paper's claims next to what we measured, in plain sentences."""
+  paper = results.PAPER_TABLE1
+  updated = summary["updated_fgsm"]["accuracy"]
+  stale = summary["updated_fgsm_stale"]["accuracy"]
+  original = summary["original_fgsm"]["accuracy"]
+  out = ["What holds and what does not:", ""]
+  out.append(
+      f"- The original model's FGSM accuracy: paper {paper['original_fgsm'][0]:.4f}, "
+      f"ours {cell(original)} (network, training length and seeds differ; "
+      "see the setting).")
+  holds = updated["mean"] >= 0.9
+  out.append(
+      f"- The claim that unlearning brings white-box FGSM accuracy to "
+      f"{paper['updated_fgsm'][0]:.4f}: ours {cell(updated)} white-box, "
+      f"{cell(stale)} on stale examples: "
+      + ("reached." if holds else "**not reached** in this setting."))
+  if "control" in entries:
+    diff = (np.asarray(entries["remove_retrain"]["fgsm_accuracy"]["values"])
+            - np.asarray(entries["control"]["fgsm_accuracy"]["values"]))
+    separated = abs(diff.mean()) > 2 * diff.std() and diff.mean() > 0
+    out.append(
+        f"- Removing the selected examples vs continuing to train on all "
+        f"(control, same schedule): white-box FGSM difference "
+        f"{diff.mean():+.4f} ± {diff.std():.4f} (paired over seeds): "
+        + ("removal helps." if separated else
+           "**no effect of removal beyond continued training**."))
+  if "remove_retrain" in models_ and "initial" in models_:
+    pgd_u = models_["remove_retrain"]["accuracy"]["pgd"]
+    pgd_i = models_["initial"]["accuracy"]["pgd"]
+    best = max((m for m in models_.values()),
+               key=lambda m: m["accuracy"]["robust"]["mean"])
+    out.append(
+        f"- Under PGD the original model keeps {cell(pgd_i)}, the unlearned "
+        f"one {cell(pgd_u)}; the most robust model here is {best['model']} "
+        f"(PGD {cell(best['accuracy']['pgd'])}, robust "
+        f"{cell(best['accuracy']['robust'])}).")
+  return out
+
+
+def attack_table(report) -> str:
+  a = report["attacks"]
+  pgd = a["pgd"]
+  sources = a.get("transfer_sources", {})
+  transfer = [k for k in report["models"][0]["accuracy"]
+              if k.startswith("transfer")] if report["models"] else []
+  described = "; ".join(
+      f"{k} from {v['model']} (seed {v['seed']}, {v['epochs']} epochs)"
+      for k, v in sources.items())
+  lines = [
+      f"Test examples: {report['test_examples']}; epsilon {a['epsilon']} "
+      f"(L-inf, white-box, untargeted). PGD: {pgd['steps']} steps of "
+      f"{pgd['step_size']}, {pgd['restarts']} restarts, uniform start, "
+      f"per-example worst (the extra flips column: the fraction of test "
+      f"examples the last restart flipped that the others had not). Noise: {a['noise']['draws']} sign draws. Transfer "
+      f"(PGD, one start, on a separately trained model): {described}. "
+      "Robust = right under every attack (per example). Mean ± std over "
+      "seeds.",
+      "",
+      "| model | seeds | clean | FGSM | FGSM (pred. labels) | PGD | PGD: "
+      "last restart's extra flips | noise | " + " | ".join(transfer)
+      + " | robust | masking checks failed |",
+      "|---|---|---|---|---|---|---|---|" + "---|" * len(transfer) + "---|---|",
+  ]
+  for m in report["models"]:
+    cells = [cell(m["accuracy"][k]) for k in
+             ("clean", "fgsm", "fgsm_predicted", "pgd")]
+    traces = [p.get("pgd_accuracy_after_restart", []) for p in m["per_seed"]]
+    last = [t[-2] - t[-1] for t in traces if len(t) > 1]
+    cells.append(f"{np.mean(last):.4f}" if last else "—")
+    cells += [cell(m["accuracy"][k]) for k in ("noise", *transfer, "robust")]
+    lines.append(f"| {m['model']} | {m['seeds']} | " + " | ".join(cells)
+                 + f" | {', '.join(m['failed_checks']) or 'none'} |")
+  return "\n".join(lines)
