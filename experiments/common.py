@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import logging
+import math
 import os
 import sys
 import time
 
 from absl import flags
+
+# JAX logs at INFO that it found no TPU on every CPU machine; an error line
+# should be the only thing on stderr when a run fails.
+logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
 
 from fgsm_jax import config as config_lib
 from fgsm_jax import data as data_lib
@@ -57,6 +63,26 @@ def define_config_flags(exclude=()):
 def fail(message: str) -> None:
   print(f"error: {message}", file=sys.stderr)
   sys.exit(2)
+
+
+def runtime_fail(message: str) -> None:
+  """A failure of the run itself (not of its input): one line, exit 1."""
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(1)
+
+
+def check_finite(records: list[dict], what: str) -> None:
+  """Ends the run (exit 1) if a seed's test loss went NaN or infinite: the
+  training diverged, and nothing of it is worth writing."""
+  bad = [(s, row["round"]) for s, r in enumerate(records)
+         for row in r["rounds"]
+         if row["clean_loss"] is None or not math.isfinite(row["clean_loss"])]
+  if bad:
+    seed, round_ = bad[0]
+    runtime_fail(f"{what} diverged: the test loss is not finite (seed {seed}, "
+                 f"round {round_}; {len(bad)} seed-round(s) in all); nothing "
+                 "of it was written, earlier results are kept; try a lower "
+                 "--learning_rate")
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -130,6 +130,9 @@ def main(argv):
       config.seeds))
   pre, compile_s, run_s = runner.compile_and_run(pretrain, keys, data, hp)
   first = jax.device_get(pre.first)
+  common.check_finite(
+      [{"rounds": [{"round": 0, "clean_loss": float(loss)}]}
+       for loss in first.clean_loss], "the initial training")
   results.write_params(os.path.join(out_dir, "params-initial.msgpack"),
                        pre.train.params)
   comparison = {
@@ -160,9 +163,10 @@ def main(argv):
             f"{name}: ", config.rounds * config.retrain_epochs)),
         config.seeds, batched=(True, True, False, False)))
     outcome, compile_s, run_s = runner.compile_and_run(rounds, keys, pre, data, hp)
+    entry = method_entry(method_config, outcome, n_train, compile_s, run_s)
+    common.check_finite(entry["per_seed"], f"method {name}")
     results.write_params(os.path.join(out_dir, f"params-{name}.msgpack"),
                          outcome.final_params)
-    entry = method_entry(method_config, outcome, n_train, compile_s, run_s)
     comparison["methods"].append(entry)
     results.write_json_atomic(json_path, comparison)
     print(f"{name}: clean {entry['clean_accuracy']['mean']:.4f}, FGSM "

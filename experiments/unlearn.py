@@ -58,6 +58,7 @@ def main(argv):
       if FLAGS.progress else None)
   outcome = runner.run_unlearning(config, dataset, printer)
   outcome["command"] = " ".join(["python -m experiments.unlearn"] + sys.argv[1:])
+  common.check_finite(outcome["per_seed"], f"method {config.method}")
 
   suffix = ("" if jax.process_count() == 1
             else f"-process{jax.process_index()}")

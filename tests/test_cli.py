@@ -102,3 +102,21 @@ def test_smoke_run_writes_results(tmp_path):
   assert "| updated model, FGSM test set (white-box: vs updated model) |" \
       in text and "0.9669" in text
   assert (out / "sweep.png").exists() and (out / "rounds.png").exists()
+
+
+def test_diverged_training_is_one_line_exit_1_and_keeps_earlier_results(
+    tmp_path):
+  data_dir = mnist_dir()
+  if data_dir is None:
+    pytest.skip("real MNIST not found: set MNIST_DIR")
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / "results.json").write_text('{"an": "earlier run"}')
+  result = run_cli("--preset=smoke", "--train_size=256", "--test_size=64",
+                   "--rounds=1", "--learning_rate=1e9", "--noprogress",
+                   f"--data_dir={data_dir}", f"--output_dir={out}")
+  assert result.returncode == 1
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and "diverged: the test loss is not finite" in lines[0]
+  assert (out / "results.json").read_text() == '{"an": "earlier run"}'
+  assert not (out / "params.msgpack").exists()
