@@ -26,6 +26,12 @@ common.define_config_flags()
 flags.DEFINE_string("output_dir", None,
                     "where results.json goes; default runs/unlearn-<time>")
 flags.DEFINE_bool("progress", True, "print per-epoch and per-round progress")
+flags.DEFINE_bool("checkpoint", True,
+                  "save the run state after the initial training and after "
+                  "every round in OUTPUT_DIR/checkpoints; the same command "
+                  "run again goes on from the last one (--nocheckpoint: one "
+                  "compiled program for the whole run, nothing saved until "
+                  "the end)")
 flags.DEFINE_bool("distributed", False,
                   "call jax.distributed.initialize() first (multi-host, e.g. "
                   "a TPU pod slice: run the same command on every host); each "
@@ -51,12 +57,23 @@ def main(argv):
   output_dir = common.output_dir(FLAGS.output_dir, "unlearn")
   dataset = common.load_data(config)
 
-  from fgsm_jax import runner
+  from fgsm_jax import checkpoint, runner
   print(f"config: {config}", flush=True)
   printer = (common.ProgressPrinter(
       config.seeds, epochs=config.epochs + config.rounds * config.retrain_epochs)
       if FLAGS.progress else None)
-  outcome = runner.run_unlearning(config, dataset, printer)
+  # Each process of a multi-host run keeps its own seeds' results; their
+  # states are not one array orbax could save together, so no checkpoints.
+  checkpoints = (os.path.join(output_dir, "checkpoints")
+                 if FLAGS.checkpoint and jax.process_count() == 1 else None)
+  try:
+    outcome = runner.run_unlearning(config, dataset, printer, checkpoints)
+  except checkpoint.CheckpointMismatch as e:
+    common.fail(str(e))
+  if outcome["resumed_after_round"] is not None:
+    print(f"resumed from {checkpoints}: the initial training and "
+          f"{outcome['resumed_after_round']} round(s) were restored, not "
+          "run again", flush=True)
   outcome["command"] = " ".join(["python -m experiments.unlearn"] + sys.argv[1:])
   common.check_finite(outcome["per_seed"], f"method {config.method}")
 

@@ -77,7 +77,13 @@ class Pretrained:
 
 
 @flax.struct.dataclass
-class _LoopState:
+class RoundsState:
+  """Where the unlearning rounds of one seed stand: what a checkpoint holds.
+
+  round: rounds run; done: the target was reached; removed_round: per
+  training example the round that removed it (0 = kept); history: the
+  metrics of rounds 0 .. round (NaN after).
+  """
   train: training.TrainState
   removed_round: jax.Array
   round: jax.Array
@@ -172,29 +178,61 @@ def make_rounds(config: Config, progress: ProgressFn | None = None):
   """Builds `rounds(key, pretrained, data, hparams) -> RunResult` of one seed
   and `config.method`: unlearning rounds from the pretrained model until the
   white-box FGSM test accuracy reaches the target or the round cap."""
+  segment = make_round_segment(config, progress)
+
+  def rounds(key: jax.Array, pre: Pretrained, data: Dataset,
+             hp: HParams) -> RunResult:
+    state = init_rounds(config, pre, data, hp)
+    return finish_rounds(segment(state, key, pre, data, hp,
+                                 jnp.int32(config.rounds)))
+  return rounds
+
+
+def init_rounds(config: Config, pre: Pretrained, data: Dataset,
+                hp: HParams) -> RoundsState:
+  """The rounds' state before the first round: the pretrained model, nothing
+  removed, round 0's metrics in the history."""
+  history = jax.tree.map(
+      lambda x: jnp.full((config.rounds + 1,), jnp.nan, jnp.float32),
+      pre.first)
+  history = history.replace(removed=jnp.full((config.rounds + 1,), -1,
+                                             jnp.int32))
+  history = jax.tree.map(lambda h, x: h.at[0].set(x), history, pre.first)
+  return RoundsState(pre.train,
+                     jnp.zeros(data.train_labels.shape[0], jnp.int32),
+                     jnp.int32(0),
+                     pre.first.fgsm_accuracy >= hp.target_accuracy, history)
+
+
+def finish_rounds(state: RoundsState) -> RunResult:
+  return RunResult(state.history, state.round, state.done,
+                   state.removed_round, state.train.params)
+
+
+def make_round_segment(config: Config, progress: ProgressFn | None = None):
+  """Builds `segment(state, key, pretrained, data, hparams, stop) ->
+  RoundsState`: rounds from `state` while the target is not reached and
+  fewer than `stop` (a traced int, at most config.rounds) have run. Round r
+  draws its randomness from (key, r) alone, so stopping and going on from
+  the returned state gives what one call to config.rounds gives (how a run
+  checkpoints between rounds)."""
   apply_fn = models.make_apply(config.model, config.conv_impl)
   method = methods.make_method(config.method, config, apply_fn)
   k = config.forget_per_round
   forget_batch = min(config.forget_batch_size, k)
 
-  def rounds(key: jax.Array, pre: Pretrained, data: Dataset,
-             hp: HParams) -> RunResult:
+  def segment(state: RoundsState, key: jax.Array, pre: Pretrained,
+              data: Dataset, hp: HParams, stop: jax.Array) -> RoundsState:
     optimizer = optax.adam(hp.learning_rate)
-    n_train = data.train_labels.shape[0]
     rounds_key = _split_key(key)[2]
-    history = jax.tree.map(
-        lambda x: jnp.full((config.rounds + 1,), jnp.nan, jnp.float32),
-        pre.first)
-    history = history.replace(removed=jnp.full((config.rounds + 1,), -1,
-                                               jnp.int32))
-    history = jax.tree.map(lambda h, x: h.at[0].set(x), history, pre.first)
+    stop = jnp.minimum(stop, config.rounds)
     no_forget = methods.ForgetBatch(
         jnp.zeros((k,) + data.train_images.shape[1:], data.train_images.dtype),
         jnp.zeros(k, data.train_labels.dtype),
         jnp.zeros(k, data.train_labels.dtype), jnp.zeros(k, jnp.float32))
 
     def keep_going(loop):
-      return jnp.logical_and(~loop.done, loop.round < config.rounds)
+      return jnp.logical_and(~loop.done, loop.round < stop)
 
     def one_round(loop):
       # Under vmap this body also runs for seeds already done, whose results
@@ -246,16 +284,12 @@ def make_rounds(config: Config, progress: ProgressFn | None = None):
               active=active)
       history = jax.tree.map(lambda h, x: h.at[round_index].set(x),
                              loop.history, metrics)
-      return _LoopState(state, removed_round, round_index,
+      return RoundsState(state, removed_round, round_index,
                         metrics.fgsm_accuracy >= hp.target_accuracy, history)
 
-    loop = _LoopState(pre.train, jnp.zeros(n_train, jnp.int32), jnp.int32(0),
-                      pre.first.fgsm_accuracy >= hp.target_accuracy, history)
-    loop = jax.lax.while_loop(keep_going, one_round, loop)
-    return RunResult(loop.history, loop.round, loop.done, loop.removed_round,
-                     loop.train.params)
+    return jax.lax.while_loop(keep_going, one_round, state)
 
-  return rounds
+  return segment
 
 
 def make_unlearn(config: Config, progress: ProgressFn | None = None):

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
-from fgsm_jax import loop, methods, models, results, sharding
+from fgsm_jax import checkpoint, loop, methods, models, results, sharding
 from fgsm_jax.config import Config
 from fgsm_jax.data import Dataset
 
@@ -26,17 +29,20 @@ def compile_and_run(program, *args):
 
 
 def run_unlearning(config: Config, dataset: Dataset,
-                   progress: loop.ProgressFn | None = None) -> dict[str, Any]:
+                   progress: loop.ProgressFn | None = None,
+                   checkpoint_dir: str | None = None) -> dict[str, Any]:
   """Compiles and runs `config` on `dataset`; returns the results dict.
 
   All seeds run as one jitted, vmapped program, their axis sharded over the
   local devices (`sharding.seed_mesh`); compile and run are timed apart. In a
   multi-process run (`jax.distributed.initialize`), each process runs its
-  own block of seeds. The
+  own block of seeds. With `checkpoint_dir` the run is two programs instead,
+  the initial training and a segment of rounds called once per round, and
+  the state is saved after each (`checkpoint.RunCheckpoints`); a run started
+  again with the same folder goes on from the last saved round. The
   dict holds the config, per-seed per-round metrics, the summary, wall
   times, versions and devices.
   """
-  run = loop.make_unlearn(config, progress)
   mesh = sharding.seed_mesh(config.seeds)
   # In a multi-process (multi-host) run each process runs its own seeds on
   # its own devices: process p takes seeds p * seeds .. (p + 1) * seeds - 1.
@@ -44,8 +50,18 @@ def run_unlearning(config: Config, dataset: Dataset,
   keys, data, hparams = sharding.place(
       mesh, loop.seed_keys(config, first_seed),
       Dataset(*(np.asarray(a) for a in dataset)), loop.hparams_from(config))
-  program = jax.jit(loop.vmap_seeds(run, config.seeds))
-  outcome, compile_s, run_s = compile_and_run(program, keys, data, hparams)
+  resumed = None
+  if checkpoint_dir is None:
+    program = jax.jit(loop.vmap_seeds(loop.make_unlearn(config, progress),
+                                      config.seeds))
+    outcome, compile_s, run_s = compile_and_run(program, keys, data, hparams)
+  else:
+    outcome, compile_s, run_s, resumed = _run_with_checkpoints(
+        config, mesh, keys, data, hparams, progress,
+        checkpoint.RunCheckpoints(checkpoint_dir, {
+            "config": config.to_dict(), "first_seed": first_seed,
+            "train_examples": int(dataset.train_labels.shape[0]),
+            "test_examples": int(dataset.test_labels.shape[0])}))
 
   records = results.per_seed_records(outcome)
   n_train = int(dataset.train_labels.shape[0])
@@ -60,6 +76,8 @@ def run_unlearning(config: Config, dataset: Dataset,
       "per_seed": records,
       "summary": results.summarize(records),
       "wall_time_s": {"compile": compile_s, "run": run_s},
+      # Rounds restored from a checkpoint instead of run (None: none).
+      "resumed_after_round": resumed,
       "versions": {"jax": jax.__version__, "python": platform.python_version()},
       # Not JSON: the final models, [seeds, ...] leaves, for the caller to
       # save (`results.write_params`) before writing the rest.
@@ -71,3 +89,45 @@ def run_unlearning(config: Config, dataset: Dataset,
                  "process_count": jax.process_count(),
                  "first_seed": first_seed},
   }
+
+
+def _run_with_checkpoints(config, mesh, keys, data, hparams, progress,
+                          saved: checkpoint.RunCheckpoints):
+  """The run as the initial training, then one segment call per round, the
+  state saved after each; starts from the newest saved state. Returns
+  (RunResult, compile s, run s, rounds restored or None)."""
+  n = config.seeds
+  pretrain = jax.jit(loop.vmap_seeds(loop.make_pretrain(config, progress), n))
+  init = jax.jit(loop.vmap_seeds(functools.partial(loop.init_rounds, config),
+                                 n, batched=(True, False, False)))
+  segment = jax.jit(loop.vmap_seeds(
+      loop.make_round_segment(config, progress), n,
+      batched=(True, True, True, False, False, False)))
+  seeds_axis = NamedSharding(mesh, PartitionSpec("seeds"))
+  pre_like = checkpoint.abstract(jax.eval_shape(pretrain, keys, data, hparams))
+  compile_s = run_s = 0.0
+  resumed = None
+  if saved.has_pretrained():
+    pre = jax.device_put(saved.restore_pretrained(pre_like), seeds_axis)
+    resumed = 0
+  else:
+    pre, compile_s, run_s = compile_and_run(pretrain, keys, data, hparams)
+    saved.save_pretrained(pre)
+  state_like = checkpoint.abstract(jax.eval_shape(init, pre, data, hparams))
+  done = saved.latest_round() if resumed is not None else None
+  if done is not None:
+    state = jax.device_put(saved.restore_round(done, state_like), seeds_axis)
+    resumed = done
+  else:
+    state, done = init(pre, data, hparams), 0
+  start = time.perf_counter()
+  step = segment.lower(state, keys, pre, data, hparams, jnp.int32(1)).compile()
+  compile_s += time.perf_counter() - start
+  start = time.perf_counter()
+  while done < config.rounds and not bool(np.all(jax.device_get(state.done))):
+    done += 1
+    state = jax.block_until_ready(
+        step(state, keys, pre, data, hparams, jnp.int32(done)))
+    saved.save_round(done, state)
+  run_s += time.perf_counter() - start
+  return loop.finish_rounds(state), compile_s, run_s, resumed

@@ -1,0 +1,94 @@
+"""A run's state on disk at round boundaries (orbax), and found again.
+
+A folder holds `run.json` (what identifies the run: its config and data
+sizes), `pretrained/` (the trained models every round starts from, saved
+once) and `rounds/<r>/` (where the rounds stand after round r; only the
+newest is kept). Orbax writes each step to a temporary folder and renames
+it when complete, so a crash mid-write leaves the previous step usable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class CheckpointMismatch(ValueError):
+  """The folder holds checkpoints of a different run."""
+
+
+class RunCheckpoints:
+  """Checkpoints of one run in `directory`, identified by `identity`."""
+
+  def __init__(self, directory: str, identity: dict[str, Any]):
+    self.directory = os.path.abspath(directory)
+    self.identity = json.loads(json.dumps(identity))  # JSON-normalized.
+    path = os.path.join(self.directory, "run.json")
+    if os.path.exists(path):
+      with open(path) as f:
+        saved = json.load(f)
+      if saved != self.identity:
+        changed = sorted(_differences(saved, self.identity))
+        raise CheckpointMismatch(
+            f"{self.directory} holds checkpoints of a different run (it "
+            f"differs in {', '.join(changed)}); use another output dir or "
+            "delete that folder")
+    self._rounds = ocp.CheckpointManager(
+        os.path.join(self.directory, "rounds"),
+        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+    self._pretrained = ocp.StandardCheckpointer()
+
+  def _write_identity(self) -> None:
+    path = os.path.join(self.directory, "run.json")
+    if not os.path.exists(path):
+      tmp = path + ".tmp"
+      with open(tmp, "w") as f:
+        json.dump(self.identity, f, indent=1, sort_keys=True)
+      os.replace(tmp, path)
+
+  @property
+  def pretrained_path(self) -> str:
+    return os.path.join(self.directory, "pretrained")
+
+  def has_pretrained(self) -> bool:
+    return os.path.isdir(self.pretrained_path)
+
+  def save_pretrained(self, tree) -> None:
+    os.makedirs(self.directory, exist_ok=True)
+    self._write_identity()
+    self._pretrained.save(self.pretrained_path, tree)
+    self._pretrained.wait_until_finished()
+
+  def restore_pretrained(self, like):
+    return self._pretrained.restore(self.pretrained_path, like)
+
+  def latest_round(self) -> int | None:
+    return self._rounds.latest_step()
+
+  def save_round(self, completed: int, tree) -> None:
+    self._rounds.save(completed, args=ocp.args.StandardSave(tree))
+    self._rounds.wait_until_finished()
+
+  def restore_round(self, completed: int, like):
+    return self._rounds.restore(completed,
+                                args=ocp.args.StandardRestore(like))
+
+
+def _differences(a: dict, b: dict, prefix: str = "") -> set[str]:
+  out = set()
+  for key in set(a) | set(b):
+    x, y = a.get(key), b.get(key)
+    if isinstance(x, dict) and isinstance(y, dict):
+      out |= _differences(x, y, f"{prefix}{key}.")
+    elif x != y:
+      out.add(prefix + key)
+  return out
+
+
+def abstract(tree):
+  """Shapes and dtypes of `tree` (what a restore fills in)."""
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)

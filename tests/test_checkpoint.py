@@ -1,0 +1,79 @@
+"""Checkpoints: a run killed mid-way (SIGKILL) and started again ends as an
+uninterrupted one, without running its completed rounds again."""
+
+import json
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, mnist_dir
+
+ARGS = ["--preset=smoke", "--seeds=2", "--train_size=512", "--test_size=128",
+        "--rounds=3", "--target_accuracy=1"]
+
+# Runs experiments.unlearn with the checkpoint of round 2 followed by SIGKILL.
+KILLED_AFTER_ROUND_2 = """
+import os, signal, sys
+from absl import app
+from experiments import common, unlearn
+from fgsm_jax import checkpoint
+save = checkpoint.RunCheckpoints.save_round
+def save_then_die(self, completed, tree):
+  save(self, completed, tree)
+  if completed == 2:
+    os.kill(os.getpid(), signal.SIGKILL)
+checkpoint.RunCheckpoints.save_round = save_then_die
+sys.argv = ["unlearn"] + sys.argv[1:]
+app.run(unlearn.main, flags_parser=common.parse_flags)
+"""
+
+
+def _run(*args, killed=False):
+  prefix = ["-c", KILLED_AFTER_ROUND_2] if killed else ["-m", "experiments.unlearn"]
+  return subprocess.run([sys.executable, *prefix, *ARGS, *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def data_dir():
+  if mnist_dir() is None:
+    pytest.skip("real MNIST not found")
+  return f"--data_dir={mnist_dir()}"
+
+
+def _rounds(path):
+  return [s["rounds"] for s in json.loads(path.read_text())["per_seed"]]
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result_and_only_its_own(tmp_path, data_dir):
+  whole = _run(data_dir, f"--output_dir={tmp_path}/whole")
+  assert whole.returncode == 0, whole.stderr[-3000:]
+
+  out = tmp_path / "killed"
+  killed = _run(data_dir, f"--output_dir={out}", killed=True)
+  assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+  assert "round 2 done" in killed.stdout
+  assert not (out / "results.json").exists()  # Nothing half-written.
+  assert (out / "checkpoints" / "rounds" / "2").is_dir()
+
+  again = _run(data_dir, f"--output_dir={out}")
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert "the initial training and 2 round(s) were restored" in again.stdout
+  # Only round 3 runs: no epoch of the initial training or of rounds 1-2.
+  assert "round 3 done" in again.stdout
+  for line in ("round 0 epoch", "round 1 done", "round 2 done"):
+    assert line not in again.stdout
+  assert _rounds(out / "results.json") == _rounds(tmp_path / "whole" /
+                                                  "results.json")
+
+  # The folder now holds this run's checkpoints: another run is refused,
+  # in one line, and the results stay.
+  before = (out / "results.json").read_text()
+  other = _run(data_dir, f"--output_dir={out}", "--rounds=2")
+  assert other.returncode == 2
+  lines = other.stderr.strip().splitlines()
+  assert len(lines) == 1 and "holds checkpoints of a different run" in lines[0]
+  assert "config.rounds" in lines[0]
+  assert (out / "results.json").read_text() == before
