@@ -108,8 +108,11 @@ def main(argv):
   def make_transfer():
     """Each source model's PGD test images, crafted once for all models and
     kept in the run folder (a resumed report scores on the same images)."""
-    described = json.dumps([report["attacks"], report["test_examples"],
-                            FLAGS.seed], sort_keys=True)
+    a = report["attacks"]  # What the transfer images depend on, alone.
+    described = json.dumps([a["epsilon"], a["pgd"]["steps"],
+                            a["pgd"]["step_size"], a["transfer_sources"],
+                            report["test_examples"], FLAGS.seed],
+                           sort_keys=True)
     cache = os.path.join(run_dir, "transfer-%s.npz" % hashlib.sha256(
         described.encode()).hexdigest()[:12])
     if os.path.exists(cache):
