@@ -15,6 +15,7 @@ import sys
 import time
 
 from absl import flags
+from absl import logging as absl_logging
 
 # JAX logs at INFO that it found no TPU on every CPU machine; an error line
 # should be the only thing on stderr when a run fails.
@@ -89,9 +90,14 @@ def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, a bad value one line and exit 2 like every other
   input error (`app.run(main, flags_parser=common.parse_flags)`)."""
   try:
-    return flags.FLAGS(argv)
+    argv = flags.FLAGS(argv)
   except flags.Error as e:
     fail(f"{e} (see --helpshort)")
+  if not flags.FLAGS["verbosity"].present:
+    # Libraries' INFO logs (orbax on every checkpoint, JAX on start-up) would
+    # bury the progress lines and the one-line errors; --verbosity=0 shows them.
+    absl_logging.set_verbosity(absl_logging.WARNING)
+  return argv
 
 
 def config_from_flags(preset: str, **fixed) -> config_lib.Config:
