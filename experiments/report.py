@@ -259,7 +259,9 @@ def _plots(report, comparison, params_files, out, apply_fn, images, labels,
              f"{comparison['setup']['model']}")
   plots.sweep_plot(report["models"], os.path.join(out, "sweep.png"),
                    f"Accuracy vs epsilon ({report['sweep_attack']})\n"
-                   f"{setting}, mean over seeds, band min-max")
+                   f"{setting}, mean over seeds, band min-max",
+                   {e["method"] for e in comparison["methods"]
+                    if e.get("family") == "defense"})
   plots.rounds_plot(comparison["methods"], os.path.join(out, "rounds.png"),
                     f"Per round, mean over {comparison['setup']['seeds']} "
                     f"seed(s); epsilon {a['epsilon']}; {setting}")

@@ -12,29 +12,28 @@ matplotlib.use("Agg")  # Files only; no display needed.
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-DEFENSES = ("fgsm_at", "fgsm_rs", "pgd_at", "trades")
-
-
-def _style(name: str, i: int) -> dict:
+def _style(name: str, i: int, defenses=()) -> dict:
   """Defenses dashed, the initial model and the control black and grey."""
   if name == "initial":
     return {"color": "black", "linestyle": ":", "linewidth": 2}
   if name == "control":
     return {"color": "grey", "linestyle": "-", "linewidth": 2}
   return {"color": plt.get_cmap("tab20")(i % 20),
-          "linestyle": "--" if name in DEFENSES else "-"}
+          "linestyle": "--" if name in defenses else "-"}
 
 
-def sweep_plot(models: list[dict], path: str, title: str) -> None:
+def sweep_plot(models: list[dict], path: str, title: str,
+               defenses=()) -> None:
   """Accuracy vs epsilon per model: mean over seeds, min-max band.
 
-  models: report.json's "models" (each with per_seed[i]["sweep"]).
+  models: report.json's "models" (each with per_seed[i]["sweep"]);
+  defenses: the names drawn dashed.
   """
   fig, ax = plt.subplots(figsize=(8, 5.5))
   for i, m in enumerate(models):
     eps = np.asarray(m["per_seed"][0]["sweep"]["epsilons"])
     acc = np.asarray([p["sweep"]["accuracy"] for p in m["per_seed"]])
-    style = _style(m["model"], i)
+    style = _style(m["model"], i, defenses)
     ax.plot(eps, acc.mean(0), marker="o", markersize=3, label=m["model"],
             **style)
     ax.fill_between(eps, acc.min(0), acc.max(0), color=style["color"],
@@ -60,8 +59,10 @@ def rounds_plot(methods: list[dict], path: str, title: str) -> None:
   """Per-round clean, white-box FGSM and stale (transfer from the initial
   model) accuracy of every method, mean over seeds.
 
-  methods: comparison.json's "methods" (per_seed[i]["rounds"] rows).
+  methods: comparison.json's "methods" (per_seed[i]["rounds"] rows; those
+  of family 'defense' drawn dashed).
   """
+  defenses = {m["method"] for m in methods if m.get("family") == "defense"}
   fig, axes = plt.subplots(1, 3, figsize=(15, 4.8), sharey=False)
   for ax, (metric, label) in zip(axes, ROUND_PANELS):
     for i, m in enumerate(methods):
@@ -69,7 +70,7 @@ def rounds_plot(methods: list[dict], path: str, title: str) -> None:
       length = min(len(r) for r in runs)
       values = np.asarray([r[:length] for r in runs], float)
       ax.plot(np.arange(length), np.nanmean(values, 0), marker="o",
-              label=m["method"], **_style(m["method"], i + 1))
+              label=m["method"], **_style(m["method"], i + 1, defenses))
     ax.set(xlabel="round (0 = the trained model)", ylabel="test accuracy",
            title=label)
     ax.set_xticks(np.arange(length))
