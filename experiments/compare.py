@@ -7,13 +7,20 @@ Trains the initial model of each seed once (seeds vmapped), then runs each
 method's rounds from it (one compiled program per method, seeds vmapped) and
 writes comparison.json and the method's final models (params-<method>.msgpack,
 a leading seed axis; params-initial.msgpack for the shared ones) after every
-method (a crash keeps the methods done) and comparison.md, the table it
-prints at the end.
+method and comparison.md, the table it prints at the end.
+
+Nothing finished is lost: the initial training is saved (orbax, in
+OUTPUT_DIR/checkpoints) and each method's results as it ends, so the same
+command run again after a crash restores the initial models, keeps the
+methods done and runs the rest (a method cut off half-way runs again). A
+later run with other --methods and the same settings adds them to the
+comparison; other settings in the same folder are refused.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import platform
 import sys
@@ -24,7 +31,7 @@ from absl import app, flags
 
 from experiments import common
 from fgsm_jax import config as config_lib
-from fgsm_jax import loop, methods, models, results, runner, sharding
+from fgsm_jax import checkpoint, loop, methods, models, results, runner, sharding
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("preset", "compare",
@@ -125,16 +132,46 @@ def main(argv):
     return (common.ProgressPrinter(config.seeds, label, epochs)
             if FLAGS.progress else None)
 
+  json_path = os.path.join(out_dir, "comparison.json")
+  try:
+    saved = checkpoint.RunCheckpoints(
+        os.path.join(out_dir, "checkpoints"),
+        {"config": config.to_dict(), "train_examples": n_train,
+         "test_examples": int(dataset.test_labels.shape[0])})
+  except checkpoint.CheckpointMismatch as e:
+    common.fail(str(e))
+  resumed = saved.has_pretrained()
+  earlier = (_earlier(json_path) if resumed else None) or {}
   pretrain = jax.jit(loop.vmap_seeds(
       loop.make_pretrain(config, printer("initial: ", config.epochs)),
       config.seeds))
-  pre, compile_s, run_s = runner.compile_and_run(pretrain, keys, data, hp)
+  if resumed:
+    pre = jax.device_put(saved.restore_pretrained(checkpoint.abstract(
+        jax.eval_shape(pretrain, keys, data, hp))), keys.sharding)
+    pretrain_s = earlier.get("setup", {}).get("pretrain_wall_time_s")
+    print(f"resumed from {saved.directory}: the initial models were "
+          "restored, not trained again", flush=True)
+  else:
+    pre, compile_s, run_s = runner.compile_and_run(pretrain, keys, data, hp)
+    pretrain_s = {"compile": compile_s, "run": run_s}
   first = jax.device_get(pre.first)
   common.check_finite(
       [{"rounds": [{"round": 0, "clean_loss": float(loss)}]}
        for loss in first.clean_loss], "the initial training")
-  results.write_params(os.path.join(out_dir, "params-initial.msgpack"),
-                       pre.train.params)
+  if not resumed:
+    results.write_params(os.path.join(out_dir, "params-initial.msgpack"),
+                         pre.train.params)
+    saved.save_pretrained(pre)
+  # Methods an earlier run in this folder finished (results and models).
+  done = {e["method"]: e for e in earlier.get("methods", [])
+          if os.path.exists(os.path.join(out_dir,
+                                         f"params-{e['method']}.msgpack"))}
+  def ordered():
+    """The asked methods done so far in the asked order, then the earlier
+    ones this run does not ask for (kept)."""
+    return ([done[m] for m in FLAGS.methods if m in done]
+            + [e for m, e in done.items() if m not in FLAGS.methods])
+
   comparison = {
       "command": " ".join(["python -m experiments.compare"] + sys.argv[1:]),
       "setup": {
@@ -146,17 +183,22 @@ def main(argv):
           "initial": {"clean_accuracy": results.stat(first.clean_accuracy),
                       "fgsm_accuracy": results.stat(first.fgsm_accuracy)},
           "pretrain_passes": methods.pretrain_passes(config, n_train),
-          "pretrain_wall_time_s": {"compile": compile_s, "run": run_s},
+          # Of the run that trained them (None: unknown).
+          "pretrain_wall_time_s": pretrain_s,
           "conv_impl_used": models.resolve_conv_impl(config.conv_impl),
           "versions": {"jax": jax.__version__,
                        "python": platform.python_version()},
           "device": {"backend": jax.default_backend(),
                      "devices": [str(d) for d in jax.local_devices()]},
       },
-      "methods": [],
+      "methods": ordered(),
   }
-  json_path = os.path.join(out_dir, "comparison.json")
+  results.write_json_atomic(json_path, comparison)
   for name in FLAGS.methods:
+    if name in done:
+      print(f"{name}: finished by an earlier run in this folder, kept",
+            flush=True)
+      continue
     method_config = dataclasses.replace(config, method=name)
     rounds = jax.jit(loop.vmap_seeds(
         loop.make_rounds(method_config, printer(
@@ -167,7 +209,8 @@ def main(argv):
     common.check_finite(entry["per_seed"], f"method {name}")
     results.write_params(os.path.join(out_dir, f"params-{name}.msgpack"),
                          outcome.final_params)
-    comparison["methods"].append(entry)
+    done[name] = entry
+    comparison["methods"] = ordered()
     results.write_json_atomic(json_path, comparison)
     print(f"{name}: clean {entry['clean_accuracy']['mean']:.4f}, FGSM "
           f"{entry['fgsm_accuracy']['mean']:.4f}, compile {compile_s:.1f}s, "
@@ -180,6 +223,17 @@ def main(argv):
   print()
   print(table)
   print(f"\nwrote {json_path} and {md_path}")
+
+
+def _earlier(path: str) -> dict | None:
+  """comparison.json of an earlier run in the folder, or None."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except FileNotFoundError:
+    return None
+  except (OSError, ValueError) as e:
+    common.fail(f"cannot read {path} ({e}); move it away to start over")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,12 @@ r"""The paper's unlearning loop on MNIST: train, attack, select, unlearn, repeat
   python -m experiments.unlearn --epsilon=0.1
   python -m experiments.unlearn --preset=paper --seeds=3 --output_dir=runs/paper
 
-Prints progress and the paper's Table 1 beside ours; writes results.json and
-the final models (params.msgpack, a leading seed axis; results.read_params).
+Prints progress and the paper's Table 1 beside ours; writes results.json,
+the final models (params.msgpack, a leading seed axis; results.read_params)
+and two views: rounds.png (per-round clean, white-box FGSM and stale FGSM
+accuracy) and digits.png (test digits, their FGSM images against the final
+model, and its predictions). With --checkpoint (the default) an interrupted
+run goes on where it stopped when the same command is run again.
 """
 
 from __future__ import annotations
@@ -26,6 +30,10 @@ common.define_config_flags()
 flags.DEFINE_string("output_dir", None,
                     "where results.json goes; default runs/unlearn-<time>")
 flags.DEFINE_bool("progress", True, "print per-epoch and per-round progress")
+flags.DEFINE_bool("plots", True, "write rounds.png and digits.png")
+flags.DEFINE_bool("tensorboard", True,
+                  "write per-round scalars to OUTPUT_DIR/tensorboard when "
+                  "tensorboard is installed (pip install -e .[tensorboard])")
 flags.DEFINE_bool("checkpoint", True,
                   "save the run state after the initial training and after "
                   "every round in OUTPUT_DIR/checkpoints; the same command "
@@ -79,10 +87,19 @@ def main(argv):
 
   suffix = ("" if jax.process_count() == 1
             else f"-process{jax.process_index()}")
+  final_params = outcome.pop("final_params")
   results.write_params(os.path.join(output_dir, f"params{suffix}.msgpack"),
-                       outcome.pop("final_params"))
+                       final_params)
   path = os.path.join(output_dir, f"results{suffix}.json")
   results.write_json_atomic(path, outcome)
+  if FLAGS.plots:
+    _plots(outcome, final_params, dataset, config, output_dir, suffix)
+  if FLAGS.tensorboard:
+    from fgsm_jax import scalars
+    logdir = os.path.join(output_dir, f"tensorboard{suffix}")
+    if scalars.write_rounds(logdir, outcome["per_seed"]):
+      print(f"wrote TensorBoard scalars: tensorboard --logdir {logdir}",
+            flush=True)
   times = outcome["wall_time_s"]
   print()
   print(results.table1_markdown(outcome["summary"]))
@@ -92,6 +109,35 @@ def main(argv):
         f"{sum(passes) / len(passes) / n_train:.1f} x the training set")
   print(f"compile {times['compile']:.1f}s, run {times['run']:.1f}s on "
         f"{outcome['device']['backend']}; wrote {path}")
+
+
+def _plots(outcome, final_params, dataset, config, output_dir, suffix):
+  """rounds.png and digits.png beside results.json (seed 0's digits)."""
+  import jax.numpy as jnp
+  import numpy as np
+  from fgsm_jax import attacks, models, plots, reporting
+  seeds = len(outcome["per_seed"])
+  setting = (f"{config.model}, epsilon {config.epsilon}, "
+             f"{outcome['data']['test_examples']} test examples")
+  plots.rounds_plot(
+      reporting.comparison_from_unlearn(outcome)["methods"],
+      os.path.join(output_dir, f"rounds{suffix}.png"),
+      f"Per round, mean over {seeds} seed(s); {setting}")
+  apply_fn = models.make_apply(config.model, config.conv_impl)
+  params = jax.tree.map(lambda x: x[0], final_params)
+  k = 8
+  images = jnp.asarray(dataset.test_images[:k])
+  labels = jnp.asarray(dataset.test_labels[:k])
+  adv = attacks.fgsm(apply_fn, params, images, labels, config.epsilon)
+  rows = [("FGSM vs the\nfinal model", np.asarray(adv),
+           np.asarray(jnp.argmax(apply_fn(params, adv), -1)))]
+  plots.digit_grid(np.asarray(images), np.asarray(labels), rows,
+                   os.path.join(output_dir, f"digits{suffix}.png"),
+                   f"First {k} test digits, their white-box FGSM images "
+                   f"(epsilon {config.epsilon}) and the final model's "
+                   f"predictions (seed 0, method {config.method}); red = wrong",
+                   np.asarray(jnp.argmax(apply_fn(params, images), -1)))
+  print(f"wrote rounds{suffix}.png and digits{suffix}.png", flush=True)
 
 
 if __name__ == "__main__":

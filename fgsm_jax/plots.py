@@ -70,7 +70,9 @@ def rounds_plot(methods: list[dict], path: str, title: str) -> None:
       length = min(len(r) for r in runs)
       values = np.asarray([r[:length] for r in runs], float)
       ax.plot(np.arange(length), np.nanmean(values, 0), marker="o",
-              label=m["method"], **_style(m["method"], i + 1, defenses))
+              label=m["method"],
+              **_style(m["method"], i + 1 if len(methods) > 1 else 0,
+                       defenses))
     ax.set(xlabel="round (0 = the trained model)", ylabel="test accuracy",
            title=label)
     ax.set_xticks(np.arange(length))
@@ -84,11 +86,13 @@ def rounds_plot(methods: list[dict], path: str, title: str) -> None:
 
 def digit_grid(clean: np.ndarray, labels: np.ndarray,
                rows: list[tuple[str, np.ndarray, np.ndarray]], path: str,
-               title: str) -> None:
+               title: str, clean_predicted: np.ndarray | None = None) -> None:
   """Clean digits on top, then one row per (name, adversarial images,
   predictions); a prediction is red where it is wrong.
 
-  clean: [K, 28, 28, 1] in [0, 1]; labels: [K]; rows' images like clean.
+  clean: [K, 28, 28, 1] in [0, 1]; labels: [K]; rows' images like clean;
+  clean_predicted: [K], a model's predictions on the clean digits, shown
+  beside the labels.
   """
   k = len(labels)
   fig, axes = plt.subplots(len(rows) + 1, k, figsize=(1.3 * k,
@@ -96,7 +100,12 @@ def digit_grid(clean: np.ndarray, labels: np.ndarray,
   axes = np.asarray(axes).reshape(len(rows) + 1, k)
   for j in range(k):
     axes[0, j].imshow(clean[j, ..., 0], cmap="gray", vmin=0, vmax=1)
-    axes[0, j].set_title(f"label {labels[j]}", fontsize=8)
+    if clean_predicted is None:
+      axes[0, j].set_title(f"label {labels[j]}", fontsize=8)
+    else:
+      axes[0, j].set_title(f"label {labels[j]}, pred {clean_predicted[j]}",
+                           fontsize=7, color="red"
+                           if clean_predicted[j] != labels[j] else "black")
     for i, (_, images, predicted) in enumerate(rows, start=1):
       axes[i, j].imshow(images[j, ..., 0], cmap="gray", vmin=0, vmax=1)
       wrong = predicted[j] != labels[j]

@@ -1,5 +1,6 @@
 """Shared fixtures: a small slice of real MNIST and tiny configs."""
 
+import gzip
 import os
 
 import numpy as np
@@ -29,6 +30,37 @@ def mnist():
 def small_mnist(mnist):
   """2,048 training and 512 test examples of real MNIST."""
   return data_lib.take(mnist, 2048, 512)
+
+
+def idx_bytes(magic, dims, payload):
+  """An IDX file: magic number, big-endian dims, then the payload bytes."""
+  header = magic.to_bytes(4, "big") + b"".join(
+      d.to_bytes(4, "big") for d in dims)
+  return header + bytes(payload)
+
+
+def write_idx_dir(folder, n_train=6, n_test=4, gz=True, **override):
+  """A folder of the four MNIST files with random content; `override` maps
+  a file stem to other bytes (None: the file left out)."""
+  rng = np.random.default_rng(0)
+  files = {}
+  for split, n in (("train", n_train), ("test", n_test)):
+    image_stem, label_stem = data_lib.SPLIT_FILES[split]
+    files[image_stem] = idx_bytes(2051, [n, 28, 28],
+                                  rng.integers(0, 256, n * 784, np.uint8))
+    files[label_stem] = idx_bytes(2049, [n], rng.integers(0, 10, n, np.uint8))
+  files.update(override)
+  os.makedirs(folder, exist_ok=True)
+  for stem, content in files.items():
+    if content is None:
+      continue
+    if gz:
+      with gzip.open(os.path.join(folder, stem + ".gz"), "wb") as f:
+        f.write(content)
+    else:
+      with open(os.path.join(folder, stem), "wb") as f:
+        f.write(content)
+  return str(folder)
 
 
 @pytest.fixture

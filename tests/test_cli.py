@@ -8,7 +8,7 @@ import sys
 import jax
 import pytest
 
-from conftest import REPO, mnist_dir
+from conftest import REPO, idx_bytes, mnist_dir, write_idx_dir
 
 
 def run_cli(*args, env_extra=None):
@@ -21,10 +21,15 @@ def run_cli(*args, env_extra=None):
 @pytest.mark.parametrize("args,message", [
     (["--epsilon=1.5"], "epsilon must be a number in [0, 1]"),
     (["--epsilon=nan"], "epsilon must be a number in [0, 1]"),
+    (["--epsilon=-0.1"], "epsilon must be a number in [0, 1]"),
     (["--epsilon=abc"], "flag --epsilon=abc: could not convert"),
     (["--seeds=two"], "flag --seeds=two"),
     (["--no_such_flag=1"], "Unknown command line flag 'no_such_flag'"),
     (["--seeds=0"], "seeds must be >= 1"),
+    (["--seeds=-2"], "seeds must be >= 1"),
+    (["--epochs=0"], "epochs must be >= 1"),
+    (["--epochs=-3"], "epochs must be >= 1"),
+    (["--batch_size=0"], "batch_size must be >= 1"),
     (["--batch_size=-4"], "batch_size must be >= 1"),
     (["--model=vgg"], "unknown model 'vgg'"),
     (["--preset=fast"], "unknown preset 'fast'"),
@@ -37,6 +42,31 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
   assert result.returncode == 2, result.stderr
   lines = result.stderr.strip().splitlines()
   assert len(lines) == 1 and message in lines[0], result.stderr
+  assert not os.path.exists(tmp_path / "out" / "results.json")
+
+
+@pytest.mark.parametrize("case,message", [
+    ("other files", "missing MNIST file"),
+    ("truncated", "truncated or corrupt"),
+    ("corrupt gzip", "train-images-idx3-ubyte.gz"),
+])
+def test_bad_data_dir_is_one_line_and_exit_2(tmp_path, case, message):
+  folder = tmp_path / "mnist"
+  if case == "other files":
+    folder.mkdir()
+    (folder / "cifar10.tar").write_bytes(b"not mnist")
+  elif case == "truncated":
+    write_idx_dir(folder, **{"train-images-idx3-ubyte": idx_bytes(
+        2051, [6, 28, 28], [0] * 100)})
+  else:
+    write_idx_dir(folder)
+    path = folder / "train-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:60])  # A cut-off download.
+  result = run_cli(f"--data_dir={folder}", f"--output_dir={tmp_path}/out")
+  assert result.returncode == 2, result.stderr
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and message in lines[0], result.stderr
+  assert "--data_dir or MNIST_DIR" in lines[0]
   assert not os.path.exists(tmp_path / "out" / "results.json")
 
 
@@ -78,6 +108,17 @@ def test_smoke_run_writes_results(tmp_path):
   passes = saved["per_seed"][0]["passes"]
   assert passes["total"]["backward"] == 1024 + 1024 + 1024
   assert "backward passes per seed: 3.0 x the training set" in result.stdout
+  # The views beside results.json, and the per-round TensorBoard scalars.
+  import matplotlib.image
+  assert matplotlib.image.imread(out / "rounds.png").shape[1] > 1000
+  assert matplotlib.image.imread(out / "digits.png").shape[0] > 200
+  from tensorboard.backend.event_processing import event_accumulator
+  events = event_accumulator.EventAccumulator(str(out / "tensorboard" / "seed0"))
+  events.Reload()
+  logged = events.Scalars("test/fgsm_whitebox_accuracy")
+  assert [e.step for e in logged] == [0, 1]
+  assert [e.value for e in logged] == pytest.approx(
+      [r["fgsm_accuracy"] for r in rounds], abs=1e-6)
   # The saved final model is the one the last round measured.
   from fgsm_jax import data as data_lib, losses, models, results
   params = results.read_params(str(out / "params.msgpack"))

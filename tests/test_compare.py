@@ -28,20 +28,54 @@ def run_compare(*args):
 
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory):
+  """A comparison run as if cut off after two methods and run again with
+  the whole list: the second run restores the initial models and the two
+  methods, and runs only the rest."""
   if mnist_dir() is None:
     pytest.skip("real MNIST not found")
   out = tmp_path_factory.mktemp("compare") / "out"
-  result = run_compare("--preset=smoke", "--seeds=2", "--train_size=512",
-                       "--test_size=256", "--rounds=1", "--pgd_steps=2",
-                       f"--methods={','.join(METHODS)}",
-                       f"--data_dir={mnist_dir()}", f"--output_dir={out}",
-                       "--noprogress")
-  assert result.returncode == 0, result.stderr[-3000:]
-  return out
+  def run(methods):
+    result = run_compare("--preset=smoke", "--seeds=2", "--train_size=512",
+                         "--test_size=256", "--rounds=1", "--pgd_steps=2",
+                         f"--methods={','.join(methods)}",
+                         f"--data_dir={mnist_dir()}", f"--output_dir={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+  first = run(METHODS[:2])
+  assert "initial: round 0 epoch 1/1" in first.stdout
+  before = json.loads((out / "comparison.json").read_text())
+  initial = (out / "params-initial.msgpack").read_bytes()
+  second = run(METHODS)
+  return out, first, second, before, initial
+
+
+def test_a_rerun_keeps_what_was_finished(compared):
+  out, _, second, before, initial = compared
+  assert "the initial models were restored, not trained again" in second.stdout
+  assert "initial: round 0" not in second.stdout
+  for name in METHODS[:2]:
+    assert f"{name}: finished by an earlier run in this folder, kept" \
+        in second.stdout
+    assert f"{name}: round 1" not in second.stdout
+  for name in METHODS[2:]:
+    assert f"{name}: round 1 epoch 1/1" in second.stdout
+  after = json.loads((out / "comparison.json").read_text())
+  assert after["methods"][:2] == before["methods"]
+  assert after["setup"]["initial"] == before["setup"]["initial"]
+  assert (out / "params-initial.msgpack").read_bytes() == initial
+  # Other settings in the same folder are refused, the results kept.
+  other = run_compare("--preset=smoke", "--seeds=1", "--train_size=512",
+                      "--test_size=256", "--rounds=1", "--methods=control",
+                      f"--data_dir={mnist_dir()}", f"--output_dir={out}")
+  assert other.returncode == 2
+  lines = other.stderr.strip().splitlines()
+  assert len(lines) == 1 and "checkpoints of a different run" in lines[0]
+  assert "config.seeds" in lines[0]
+  assert json.loads((out / "comparison.json").read_text()) == after
 
 
 def test_every_method_from_one_initial_model(compared):
-  out = compared
+  out = compared[0]
   comparison = json.loads((out / "comparison.json").read_text())
   entries = {e["method"]: e for e in comparison["methods"]}
   assert list(entries) == METHODS
@@ -82,6 +116,7 @@ def test_unknown_method_is_one_line_and_exit_2(tmp_path):
 
 
 def test_report_attacks_every_saved_model(compared):
+  compared = compared[0]
   args = (f"--compare_dir={compared}", "--test_size=128", "--pgd_steps=3",
           "--pgd_restarts=2", "--noise_draws=4", "--sweep=0,0.1,0.5",
           f"--data_dir={mnist_dir()}")

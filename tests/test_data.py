@@ -4,6 +4,7 @@ import os
 import numpy as np
 import pytest
 
+from conftest import idx_bytes, write_idx_dir
 from fgsm_jax import data as data_lib
 
 # Label counts of real MNIST (the data set's README).
@@ -21,44 +22,16 @@ def test_real_mnist_shapes_range_and_label_counts(mnist):
   np.testing.assert_array_equal(np.bincount(mnist.test_labels), TEST_COUNTS)
 
 
-def _idx_bytes(magic, dims, payload):
-  header = magic.to_bytes(4, "big") + b"".join(
-      d.to_bytes(4, "big") for d in dims)
-  return header + bytes(payload)
-
-
-def _write_dir(folder, n_train=6, n_test=4, gz=True, **override):
-  rng = np.random.default_rng(0)
-  files = {}
-  for split, n in (("train", n_train), ("test", n_test)):
-    image_stem, label_stem = data_lib.SPLIT_FILES[split]
-    files[image_stem] = _idx_bytes(2051, [n, 28, 28],
-                                   rng.integers(0, 256, n * 784, np.uint8))
-    files[label_stem] = _idx_bytes(2049, [n], rng.integers(0, 10, n, np.uint8))
-  files.update(override)
-  os.makedirs(folder, exist_ok=True)
-  for stem, content in files.items():
-    if content is None:
-      continue
-    if gz:
-      with gzip.open(os.path.join(folder, stem + ".gz"), "wb") as f:
-        f.write(content)
-    else:
-      with open(os.path.join(folder, stem), "wb") as f:
-        f.write(content)
-  return str(folder)
-
-
 @pytest.mark.parametrize("gz", [True, False])
 def test_reads_gzipped_and_plain_files(tmp_path, gz):
-  ds = data_lib.load_idx_dir(_write_dir(tmp_path / "d", gz=gz))
+  ds = data_lib.load_idx_dir(write_idx_dir(tmp_path / "d", gz=gz))
   assert ds.train_images.shape == (6, 28, 28, 1)
   assert ds.test_labels.shape == (4,)
   assert ds.train_images.max() <= 1.0
 
 
 def test_same_values_as_the_raw_bytes(tmp_path):
-  folder = _write_dir(tmp_path / "d", gz=False)
+  folder = write_idx_dir(tmp_path / "d", gz=False)
   raw = open(os.path.join(folder, "train-images-idx3-ubyte"), "rb").read()
   ds = data_lib.load_idx_dir(folder)
   expected = np.frombuffer(raw[16:], np.uint8).reshape(6, 28, 28, 1) / 255.0
@@ -66,23 +39,23 @@ def test_same_values_as_the_raw_bytes(tmp_path):
 
 
 @pytest.mark.parametrize("stem,content,message", [
-    ("train-images-idx3-ubyte", _idx_bytes(2049, [6, 28, 28], [0] * 6 * 784),
+    ("train-images-idx3-ubyte", idx_bytes(2049, [6, 28, 28], [0] * 6 * 784),
      "magic number 2049"),
-    ("train-images-idx3-ubyte", _idx_bytes(2051, [6, 28, 28], [0] * 100),
+    ("train-images-idx3-ubyte", idx_bytes(2051, [6, 28, 28], [0] * 100),
      "truncated or corrupt"),
-    ("t10k-labels-idx1-ubyte", _idx_bytes(2049, [4], [1, 2]),
+    ("t10k-labels-idx1-ubyte", idx_bytes(2049, [4], [1, 2]),
      "truncated or corrupt"),
-    ("t10k-labels-idx1-ubyte", _idx_bytes(2049, [4], [1, 2, 3, 12]),
+    ("t10k-labels-idx1-ubyte", idx_bytes(2049, [4], [1, 2, 3, 12]),
      "labels outside 0-9"),
-    ("t10k-labels-idx1-ubyte", _idx_bytes(2049, [3], [1, 2, 3]),
+    ("t10k-labels-idx1-ubyte", idx_bytes(2049, [3], [1, 2, 3]),
      "4 images but 3 labels"),
-    ("train-images-idx3-ubyte", _idx_bytes(2051, [6, 32, 32], [0] * 6 * 1024),
+    ("train-images-idx3-ubyte", idx_bytes(2051, [6, 32, 32], [0] * 6 * 1024),
      "expected 28x28"),
     ("train-labels-idx1-ubyte", b"\x00\x00", "truncated header"),
     ("train-labels-idx1-ubyte", None, "missing MNIST file"),
 ])
 def test_rejects_bad_files_naming_them(tmp_path, stem, content, message):
-  folder = _write_dir(tmp_path / "d", **{stem: content})
+  folder = write_idx_dir(tmp_path / "d", **{stem: content})
   with pytest.raises(data_lib.DataError, match=message) as info:
     data_lib.load_idx_dir(folder)
   text = str(info.value)
@@ -91,7 +64,7 @@ def test_rejects_bad_files_naming_them(tmp_path, stem, content, message):
 
 
 def test_rejects_a_corrupt_gzip_stream(tmp_path):
-  folder = _write_dir(tmp_path / "d")
+  folder = write_idx_dir(tmp_path / "d")
   path = os.path.join(folder, "train-images-idx3-ubyte.gz")
   blob = open(path, "rb").read()
   with open(path, "wb") as f:
@@ -107,7 +80,7 @@ def test_missing_dir_is_an_error_not_a_fallback(tmp_path, monkeypatch):
 
 
 def test_take_slices_and_checks_sizes(tmp_path):
-  ds = data_lib.load_idx_dir(_write_dir(tmp_path / "d"))
+  ds = data_lib.load_idx_dir(write_idx_dir(tmp_path / "d"))
   small = data_lib.take(ds, 3, 2)
   np.testing.assert_array_equal(small.train_labels, ds.train_labels[:3])
   assert small.test_images.shape[0] == 2
