@@ -125,6 +125,30 @@ def output_dir(given: str | None, prefix: str) -> str:
   return path
 
 
+def interrupted_run(given: str | None, prefix: str) -> str:
+  """The folder of an interrupted run to go on with: `given` if it holds
+  checkpoints, else the newest runs/<prefix>-* holding checkpoints and no
+  results.json; fails (exit 2) when there is none."""
+  def has_checkpoints(path):
+    return os.path.exists(os.path.join(path, "checkpoints", "run.json"))
+  if given is not None:
+    if not has_checkpoints(given):
+      fail(f"nothing to resume in {given!r}: it holds no checkpoints; drop "
+           "--resume to start a run there")
+    return given
+  candidates = sorted(
+      (os.path.join("runs", name) for name in os.listdir("runs")
+       if name.startswith(prefix + "-")) if os.path.isdir("runs") else [],
+      key=os.path.getmtime)
+  candidates = [c for c in candidates if has_checkpoints(c)
+                and not os.path.exists(os.path.join(c, "results.json"))]
+  if not candidates:
+    fail(f"nothing to resume: no runs/{prefix}-* folder holds checkpoints of "
+         "an unfinished run; give --output_dir, or drop --resume")
+  print(f"resuming the newest unfinished run, {candidates[-1]}", flush=True)
+  return candidates[-1]
+
+
 def load_data(config: config_lib.Config) -> data_lib.Dataset:
   try:
     return data_lib.take(data_lib.load_mnist(flags.FLAGS.data_dir),
@@ -147,17 +171,23 @@ class ProgressPrinter:
     self.seeds = seeds
     self.label = label
     self.epochs = epochs
-    self.done = 0
+    self.done = 0      # Epochs run by this process.
+    self.restored = 0  # Epochs a resumed run restored instead of running.
     self.pending = {}
     self.start = time.perf_counter()
+
+  def skip_epochs(self, epochs: int) -> None:
+    """A resumed run restored `epochs` epochs: counted as done, not timed."""
+    self.restored = epochs
 
   def eta(self, elapsed: float) -> str:
     """', epochs d/n, ~Ns left' after an epoch, or '' without a total."""
     self.done += 1
     if not self.epochs:
       return ""
-    left = elapsed / self.done * max(self.epochs - self.done, 0)
-    return f"; epochs {self.done}/{self.epochs}, about {left:.0f}s left at most"
+    done = self.restored + self.done
+    left = elapsed / self.done * max(self.epochs - done, 0)
+    return f"; epochs {done}/{self.epochs}, about {left:.0f}s left at most"
 
   def __call__(self, kind, values):
     key = (kind, int(values["round"]), int(values.get("epoch", 0)))

@@ -40,6 +40,11 @@ flags.DEFINE_bool("checkpoint", True,
                   "run again goes on from the last one (--nocheckpoint: one "
                   "compiled program for the whole run, nothing saved until "
                   "the end)")
+flags.DEFINE_bool("resume", False,
+                  "go on with an interrupted run: the one in --output_dir, "
+                  "else the newest runs/unlearn-* that has checkpoints and "
+                  "no results.json (without --resume, the same command with "
+                  "the same --output_dir goes on too)")
 flags.DEFINE_bool("distributed", False,
                   "call jax.distributed.initialize() first (multi-host, e.g. "
                   "a TPU pod slice: run the same command on every host); each "
@@ -62,7 +67,11 @@ def main(argv):
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
                                FLAGS.process_id)
   config = common.config_from_flags(FLAGS.preset)
-  output_dir = common.output_dir(FLAGS.output_dir, "unlearn")
+  if FLAGS.resume and not FLAGS.checkpoint:
+    common.fail("--resume needs checkpoints; drop --nocheckpoint")
+  given = (common.interrupted_run(FLAGS.output_dir, "unlearn") if FLAGS.resume
+           else FLAGS.output_dir)
+  output_dir = common.output_dir(given, "unlearn")
   dataset = common.load_data(config)
 
   from fgsm_jax import checkpoint, runner
@@ -74,6 +83,9 @@ def main(argv):
   # states are not one array orbax could save together, so no checkpoints.
   checkpoints = (os.path.join(output_dir, "checkpoints")
                  if FLAGS.checkpoint and jax.process_count() == 1 else None)
+  if checkpoints and not FLAGS.resume and FLAGS.output_dir is None:
+    print(f"saving checkpoints in {checkpoints}; if the run stops, the same "
+          "command with --resume goes on from the last one", flush=True)
   try:
     outcome = runner.run_unlearning(config, dataset, printer, checkpoints)
   except checkpoint.CheckpointMismatch as e:

@@ -120,6 +120,9 @@ def _run_with_checkpoints(config, mesh, keys, data, hparams, progress,
     resumed = done
   else:
     state, done = init(pre, data, hparams), 0
+  if resumed is not None and hasattr(progress, "skip_epochs"):
+    # A progress printer counting epochs: those restored are done.
+    progress.skip_epochs(config.epochs + done * config.retrain_epochs)
   start = time.perf_counter()
   step = segment.lower(state, keys, pre, data, hparams, jnp.int32(1)).compile()
   compile_s += time.perf_counter() - start

@@ -32,6 +32,17 @@ def small_mnist(mnist):
   return data_lib.take(mnist, 2048, 512)
 
 
+def error_line(result, status: int, *phrases: str) -> str:
+  """The one stderr line of a run that failed with `status`, checked to
+  hold every phrase."""
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == status, result.stderr[-3000:]
+  assert len(lines) == 1, result.stderr[-3000:]
+  for phrase in phrases:
+    assert phrase in lines[0], lines[0]
+  return lines[0]
+
+
 def idx_bytes(magic, dims, payload):
   """An IDX file: magic number, big-endian dims, then the payload bytes."""
   header = magic.to_bytes(4, "big") + b"".join(

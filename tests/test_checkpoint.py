@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, mnist_dir
+from conftest import REPO, error_line, mnist_dir
 
 ARGS = ["--preset=smoke", "--seeds=2", "--train_size=512", "--test_size=128",
         "--rounds=3", "--target_accuracy=1"]
@@ -58,22 +58,23 @@ def test_killed_run_resumes_to_the_uninterrupted_result_and_only_its_own(tmp_pat
   assert not (out / "results.json").exists()  # Nothing half-written.
   assert (out / "checkpoints" / "rounds" / "2").is_dir()
 
-  again = _run(data_dir, f"--output_dir={out}")
+  again = _run(data_dir, f"--output_dir={out}", "--resume")
   assert again.returncode == 0, again.stderr[-3000:]
   assert "the initial training and 2 round(s) were restored" in again.stdout
   # Only round 3 runs: no epoch of the initial training or of rounds 1-2.
   assert "round 3 done" in again.stdout
+  # Progress counts the restored epochs (1 initial + 2 rounds of 1) as done.
+  assert "; epochs 4/4, about 0s left at most" in again.stdout
   for line in ("round 0 epoch", "round 1 done", "round 2 done"):
     assert line not in again.stdout
   assert _rounds(out / "results.json") == _rounds(tmp_path / "whole" /
                                                   "results.json")
+  assert (out / "params.msgpack").read_bytes() == (
+      tmp_path / "whole" / "params.msgpack").read_bytes()
 
   # The folder now holds this run's checkpoints: another run is refused,
   # in one line, and the results stay.
   before = (out / "results.json").read_text()
   other = _run(data_dir, f"--output_dir={out}", "--rounds=2")
-  assert other.returncode == 2
-  lines = other.stderr.strip().splitlines()
-  assert len(lines) == 1 and "holds checkpoints of a different run" in lines[0]
-  assert "config.rounds" in lines[0]
+  error_line(other, 2, "holds checkpoints of a different run", "config.rounds")
   assert (out / "results.json").read_text() == before

@@ -8,7 +8,7 @@ import sys
 import jax
 import pytest
 
-from conftest import REPO, idx_bytes, mnist_dir, write_idx_dir
+from conftest import REPO, error_line, idx_bytes, mnist_dir, write_idx_dir
 
 
 def run_cli(*args, env_extra=None):
@@ -39,9 +39,7 @@ def run_cli(*args, env_extra=None):
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
   result = run_cli(*args, f"--output_dir={tmp_path}/out")
-  assert result.returncode == 2, result.stderr
-  lines = result.stderr.strip().splitlines()
-  assert len(lines) == 1 and message in lines[0], result.stderr
+  error_line(result, 2, message)
   assert not os.path.exists(tmp_path / "out" / "results.json")
 
 
@@ -63,20 +61,20 @@ def test_bad_data_dir_is_one_line_and_exit_2(tmp_path, case, message):
     path = folder / "train-images-idx3-ubyte.gz"
     path.write_bytes(path.read_bytes()[:60])  # A cut-off download.
   result = run_cli(f"--data_dir={folder}", f"--output_dir={tmp_path}/out")
-  assert result.returncode == 2, result.stderr
-  lines = result.stderr.strip().splitlines()
-  assert len(lines) == 1 and message in lines[0], result.stderr
-  assert "--data_dir or MNIST_DIR" in lines[0]
+  error_line(result, 2, message, "--data_dir or MNIST_DIR")
   assert not os.path.exists(tmp_path / "out" / "results.json")
+
+
+def test_resume_without_checkpoints_is_one_line_and_exit_2(tmp_path):
+  result = run_cli("--resume", f"--output_dir={tmp_path}")
+  error_line(result, 2, "nothing to resume in")
 
 
 def test_unwritable_output_dir_is_one_line_and_exit_2(tmp_path):
   blocker = tmp_path / "a-file"
   blocker.write_text("not a folder")
   result = run_cli(f"--output_dir={blocker}/out")
-  assert result.returncode == 2
-  assert result.stderr.strip().startswith("error: output dir")
-  assert len(result.stderr.strip().splitlines()) == 1
+  assert error_line(result, 2, "is not writable").startswith("error: output dir")
 
 
 def test_smoke_run_writes_results(tmp_path):
@@ -156,8 +154,6 @@ def test_diverged_training_is_one_line_exit_1_and_keeps_earlier_results(
   result = run_cli("--preset=smoke", "--train_size=256", "--test_size=64",
                    "--rounds=1", "--learning_rate=1e9", "--noprogress",
                    f"--data_dir={data_dir}", f"--output_dir={out}")
-  assert result.returncode == 1
-  lines = result.stderr.strip().splitlines()
-  assert len(lines) == 1 and "diverged: the test loss is not finite" in lines[0]
+  error_line(result, 1, "diverged: the test loss is not finite")
   assert (out / "results.json").read_text() == '{"an": "earlier run"}'
   assert not (out / "params.msgpack").exists()

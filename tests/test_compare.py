@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, mnist_dir
+from conftest import REPO, error_line, mnist_dir
 
 
 # One method of each kind of round: nothing selected, selection and removal,
@@ -44,13 +44,14 @@ def compared(tmp_path_factory):
   first = run(METHODS[:2])
   assert "initial: round 0 epoch 1/1" in first.stdout
   before = json.loads((out / "comparison.json").read_text())
-  initial = (out / "params-initial.msgpack").read_bytes()
+  models = {name: (out / f"params-{name}.msgpack").read_bytes()
+            for name in ["initial"] + METHODS[:2]}
   second = run(METHODS)
-  return out, first, second, before, initial
+  return out, second, before, models
 
 
 def test_a_rerun_keeps_what_was_finished(compared):
-  out, _, second, before, initial = compared
+  out, second, before, models = compared
   assert "the initial models were restored, not trained again" in second.stdout
   assert "initial: round 0" not in second.stdout
   for name in METHODS[:2]:
@@ -62,15 +63,13 @@ def test_a_rerun_keeps_what_was_finished(compared):
   after = json.loads((out / "comparison.json").read_text())
   assert after["methods"][:2] == before["methods"]
   assert after["setup"]["initial"] == before["setup"]["initial"]
-  assert (out / "params-initial.msgpack").read_bytes() == initial
+  for name, saved in models.items():  # Not written again.
+    assert (out / f"params-{name}.msgpack").read_bytes() == saved
   # Other settings in the same folder are refused, the results kept.
   other = run_compare("--preset=smoke", "--seeds=1", "--train_size=512",
                       "--test_size=256", "--rounds=1", "--methods=control",
                       f"--data_dir={mnist_dir()}", f"--output_dir={out}")
-  assert other.returncode == 2
-  lines = other.stderr.strip().splitlines()
-  assert len(lines) == 1 and "checkpoints of a different run" in lines[0]
-  assert "config.seeds" in lines[0]
+  error_line(other, 2, "checkpoints of a different run", "config.seeds")
   assert json.loads((out / "comparison.json").read_text()) == after
 
 
@@ -110,9 +109,7 @@ def test_every_method_from_one_initial_model(compared):
 def test_unknown_method_is_one_line_and_exit_2(tmp_path):
   result = run_compare("--methods=control,forget_all",
                        f"--output_dir={tmp_path}/out")
-  assert result.returncode == 2
-  lines = result.stderr.strip().splitlines()
-  assert len(lines) == 1 and "unknown methods ['forget_all']" in lines[0]
+  error_line(result, 2, "unknown methods ['forget_all']")
 
 
 def test_report_attacks_every_saved_model(compared):
@@ -162,14 +159,10 @@ def test_report_attacks_every_saved_model(compared):
 
 def test_report_without_a_comparison_is_one_line_and_exit_2(tmp_path):
   result = run_module("experiments.report", f"--compare_dir={tmp_path}")
-  assert result.returncode == 2
-  lines = result.stderr.strip().splitlines()
-  assert len(lines) == 1 and "cannot read" in lines[0]
+  error_line(result, 2, "cannot read")
 
 
 def test_report_needs_exactly_one_run_dir(tmp_path):
   for args in ((), (f"--compare_dir={tmp_path}", f"--unlearn_dir={tmp_path}")):
     result = run_module("experiments.report", *args)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "give one of --compare_dir" in lines[0]
+    error_line(result, 2, "give one of --compare_dir")
