@@ -11,6 +11,7 @@ import datetime
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 
@@ -72,13 +73,18 @@ def runtime_fail(message: str) -> None:
   sys.exit(1)
 
 
-def check_finite(records: list[dict], what: str) -> None:
+def check_finite(records: list[dict], what: str,
+                 discard: str | None = None) -> None:
   """Ends the run (exit 1) if a seed's test loss went NaN or infinite: the
-  training diverged, and nothing of it is worth writing."""
+  training diverged, and nothing of it is worth writing. `discard`: a
+  folder of the run's own (its checkpoints) removed first, so the same
+  folder takes the re-run with other settings."""
   bad = [(s, row["round"]) for s, r in enumerate(records)
          for row in r["rounds"]
          if row["clean_loss"] is None or not math.isfinite(row["clean_loss"])]
   if bad:
+    if discard is not None:
+      shutil.rmtree(discard, ignore_errors=True)
     seed, round_ = bad[0]
     runtime_fail(f"{what} diverged: the test loss is not finite (seed {seed}, "
                  f"round {round_}; {len(bad)} seed-round(s) in all); nothing "

@@ -6,7 +6,7 @@ r"""The paper's unlearning loop on MNIST: train, attack, select, unlearn, repeat
 Prints progress and the paper's Table 1 beside ours; writes results.json,
 the final models (params.msgpack, a leading seed axis; results.read_params)
 and two views: rounds.png (per-round clean, white-box FGSM and stale FGSM
-accuracy) and digits.png (test digits, their FGSM images against the final
+accuracy) and digits-fgsm.png (test digits, their FGSM images against the final
 model, and its predictions). With --checkpoint (the default) an interrupted
 run goes on where it stopped when the same command is run again.
 """
@@ -30,7 +30,7 @@ common.define_config_flags()
 flags.DEFINE_string("output_dir", None,
                     "where results.json goes; default runs/unlearn-<time>")
 flags.DEFINE_bool("progress", True, "print per-epoch and per-round progress")
-flags.DEFINE_bool("plots", True, "write rounds.png and digits.png")
+flags.DEFINE_bool("plots", True, "write rounds.png and digits-fgsm.png")
 flags.DEFINE_bool("tensorboard", True,
                   "write per-round scalars to OUTPUT_DIR/tensorboard when "
                   "tensorboard is installed (pip install -e .[tensorboard])")
@@ -95,7 +95,8 @@ def main(argv):
           f"{outcome['resumed_after_round']} round(s) were restored, not "
           "run again", flush=True)
   outcome["command"] = " ".join(["python -m experiments.unlearn"] + sys.argv[1:])
-  common.check_finite(outcome["per_seed"], f"method {config.method}")
+  common.check_finite(outcome["per_seed"], f"method {config.method}",
+                      discard=checkpoints)
 
   suffix = ("" if jax.process_count() == 1
             else f"-process{jax.process_index()}")
@@ -124,7 +125,7 @@ def main(argv):
 
 
 def _plots(outcome, final_params, dataset, config, output_dir, suffix):
-  """rounds.png and digits.png beside results.json (seed 0's digits)."""
+  """rounds.png and digits-fgsm.png beside results.json (seed 0's digits)."""
   import jax.numpy as jnp
   import numpy as np
   from fgsm_jax import attacks, models, plots, reporting
@@ -144,12 +145,12 @@ def _plots(outcome, final_params, dataset, config, output_dir, suffix):
   rows = [("FGSM vs the\nfinal model", np.asarray(adv),
            np.asarray(jnp.argmax(apply_fn(params, adv), -1)))]
   plots.digit_grid(np.asarray(images), np.asarray(labels), rows,
-                   os.path.join(output_dir, f"digits{suffix}.png"),
+                   os.path.join(output_dir, f"digits-fgsm{suffix}.png"),
                    f"First {k} test digits, their white-box FGSM images "
                    f"(epsilon {config.epsilon}) and the final model's "
                    f"predictions (seed 0, method {config.method}); red = wrong",
                    np.asarray(jnp.argmax(apply_fn(params, images), -1)))
-  print(f"wrote rounds{suffix}.png and digits{suffix}.png", flush=True)
+  print(f"wrote rounds{suffix}.png and digits-fgsm{suffix}.png", flush=True)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,10 @@ import pytest
 
 from conftest import REPO, mnist_dir
 
+# One program per run (the distributed runs never checkpoint), no views.
 ARGS = ["--preset=smoke", "--train_size=256", "--test_size=128", "--rounds=1",
-        "--chunk_size=128", "--noprogress"]
+        "--chunk_size=128", "--noprogress", "--nocheckpoint", "--noplots",
+        "--notensorboard"]
 
 
 def _free_port():

@@ -1,13 +1,19 @@
-"""The Colab notebook, run on CPU with tiny settings (its parameters cell
-replaced), so it cannot rot: every cell runs, the table and plots show."""
+"""Everything a user runs, end to end, through the Colab notebook: it runs
+on CPU with tiny settings (its parameters cell replaced), so it cannot rot,
+and the tests below check what its commands wrote: the unlearning run's
+results, models and views, the report of it, the comparison's report, the
+benchmark."""
 
 import json
 
+import jax
+import numpy as np
 import pytest
 
 from conftest import REPO, mnist_dir
 
 NOTEBOOK = f"{REPO}/experiments/colab.ipynb"
+TRAIN, TEST = 512, 128
 
 
 def _tiny_parameters(out, data_dir):
@@ -15,12 +21,12 @@ def _tiny_parameters(out, data_dir):
       'REPO_URL = ""',
       f"OUT = {str(out)!r}",
       f'DATA_FLAGS = "--data_dir={data_dir}"',
-      'UNLEARN_FLAGS = "--preset=smoke --train_size=512 --test_size=128 '
-      '--rounds=1"',
+      f'UNLEARN_FLAGS = "--preset=smoke --train_size={TRAIN} '
+      f'--test_size={TEST} --rounds=1"',
       'COMPARE_FLAGS = "--preset=smoke --methods=remove_retrain,fgsm_at '
-      '--train_size=512 --test_size=128 --rounds=1"',
-      'REPORT_FLAGS = "--test_size=64 --pgd_steps=2 --pgd_restarts=1 '
-      '--noise_draws=2 --sweep=0,0.1 --notransfer_other"',
+      f'--train_size={TRAIN} --test_size={TEST} --rounds=1"',
+      'REPORT_FLAGS = "--test_size=64 --pgd_steps=2 --pgd_restarts=2 '
+      '--noise_draws=2 --sweep=0,0.1,0.5 --notransfer_other"',
       'BENCHMARK_FLAGS = "--models=lenet5 --batch_sizes=32 --train_images=32 '
       '--fgsm_images=32 --pass_examples=64 --round_train_size=128 '
       '--round_test_size=64 --repeats=1 --pass_repeats=1"',
@@ -28,38 +34,130 @@ def _tiny_parameters(out, data_dir):
   ])
 
 
-def test_notebook_runs_on_cpu_with_tiny_settings(tmp_path):
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory):
+  """(output folder, the executed notebook)."""
   nbformat = pytest.importorskip("nbformat")
   nbclient = pytest.importorskip("nbclient")
   data_dir = mnist_dir()
   if data_dir is None:
     pytest.skip("real MNIST not found: set MNIST_DIR")
+  out = tmp_path_factory.mktemp("notebook") / "out"
   notebook = nbformat.read(NOTEBOOK, as_version=4)
   (parameters,) = [c for c in notebook.cells
                    if "parameters" in c.metadata.get("tags", [])]
   assert "--preset=paper" in parameters.source  # What Colab runs.
-  parameters.source = _tiny_parameters(tmp_path / "out", data_dir)
+  parameters.source = _tiny_parameters(out, data_dir)
   # Started from its own folder, as Jupyter would: it finds the checkout.
-  nbclient.NotebookClient(notebook, timeout=900, kernel_name="python3",
-                          resources={"metadata": {"path": f"{REPO}/experiments"}}
-                          ).execute()
+  nbclient.NotebookClient(
+      notebook, timeout=900, kernel_name="python3",
+      resources={"metadata": {"path": f"{REPO}/experiments"}}).execute()
+  return out, notebook
 
-  shown = [o for c in notebook.cells if c.cell_type == "code"
-           for o in c.get("outputs", [])]
-  errors = [o for o in shown if o.output_type == "error"]
-  assert not errors
+
+def _outputs(notebook, containing=""):
+  return [o for c in notebook.cells
+          if c.cell_type == "code" and containing in c.source
+          for o in c.get("outputs", [])]
+
+
+def _printed(notebook, containing):
+  return "".join(o.get("text", "") for o in _outputs(notebook, containing)
+                 if o.output_type == "stream")
+
+
+def test_every_cell_runs_and_shows_tables_and_plots(ran):
+  _, notebook = ran
+  shown = _outputs(notebook)
+  assert not [o for o in shown if o.output_type == "error"]
   markdown = [o.data["text/markdown"] for o in shown
               if o.output_type == "display_data" and "text/markdown" in o.data]
-  assert any("| original model, FGSM test set |" in m for m in markdown)
-  assert any("removal vs control" in m or "remove_retrain" in m
-             for m in markdown)
+  # Table 1 of the run, then the reports of the run and of the comparison.
+  assert "| original model, FGSM test set |" in markdown[0]
+  assert len(markdown) == 3
+  assert all("0.9669" in m for m in markdown)
   images = [o for o in shown
             if o.output_type == "display_data" and "image/png" in o.data]
   assert len(images) == 5  # rounds + digits, then sweep + rounds + digits.
-  printed = "".join(o.get("text", "") for o in shown
-                    if o.output_type == "stream")
-  assert "JAX sees only the CPU" in printed
-  saved = json.loads((tmp_path / "out" / "paper" / "results.json").read_text())
-  assert saved["config"]["train_size"] == 512
-  bench = json.loads((tmp_path / "out" / "benchmark.json").read_text())
-  assert bench["rounds"]
+  assert "JAX sees only the CPU" in _printed(notebook, "jax.devices()")
+
+
+def test_the_unlearning_run_writes_results_models_and_views(ran):
+  out, notebook = ran
+  out = out / "paper"
+  printed = _printed(notebook, "experiments.unlearn")
+  assert "round 1 done" in printed
+  # Progress: 1 initial epoch + 1 round of 1 epoch, the time left with each.
+  assert "; epochs 1/2, about " in printed
+  assert "; epochs 2/2, about 0s left at most" in printed
+  assert "original model, FGSM test set" in printed
+  saved = json.loads((out / "results.json").read_text())
+  assert saved["config"]["train_size"] == TRAIN
+  assert saved["data"] == {"train_examples": TRAIN, "test_examples": TEST}
+  rounds = saved["per_seed"][0]["rounds"]
+  assert [r["round"] for r in rounds] == [0, 1]
+  assert rounds[1]["removed"] == 32
+  assert saved["summary"]["original_clean"]["accuracy"]["mean"] == \
+      rounds[0]["clean_accuracy"]
+  assert saved["wall_time_s"]["compile"] > 0 and saved["wall_time_s"]["run"] > 0
+  assert saved["versions"]["jax"] and saved["device"]["backend"] == "cpu"
+  # 1 initial epoch + 1 round of 1 epoch over the training set, plus the
+  # round's selection pass (1 backward per example).
+  assert saved["per_seed"][0]["passes"]["total"]["backward"] == 3 * TRAIN
+  assert "backward passes per seed: 3.0 x the training set" in printed
+  # The saved final model is the one the last round measured.
+  from fgsm_jax import data as data_lib, losses, models, results
+  params = results.read_params(str(out / "params.msgpack"))
+  params = jax.tree.map(lambda x: x[0], params)  # Seed 0.
+  test = data_lib.take(data_lib.load_idx_dir(mnist_dir()), TRAIN, TEST)
+  logits = models.make_apply("lenet5")(params, test.test_images)
+  accuracy = float(losses.per_example_correct(logits, test.test_labels).mean())
+  assert accuracy == pytest.approx(rounds[-1]["clean_accuracy"], abs=1e-6)
+  # The views beside results.json, and the per-round TensorBoard scalars.
+  import matplotlib.image
+  assert matplotlib.image.imread(out / "rounds.png").shape[1] > 1000
+  assert matplotlib.image.imread(out / "digits-fgsm.png").shape[0] > 200
+  from tensorboard.backend.event_processing import event_accumulator
+  events = event_accumulator.EventAccumulator(str(out / "tensorboard" / "seed0"))
+  events.Reload()
+  logged = events.Scalars("test/fgsm_whitebox_accuracy")
+  assert [e.step for e in logged] == [0, 1]
+  assert [e.value for e in logged] == pytest.approx(
+      [r["fgsm_accuracy"] for r in rounds], abs=1e-6)
+
+
+def test_the_report_of_the_unlearning_run(ran):
+  out = ran[0] / "paper"
+  measured = json.loads((out / "report.json").read_text())
+  assert [m["model"] for m in measured["models"]] == ["remove_retrain"]
+  assert set(measured["transfer_sources"]) == {"transfer_same"}
+  text = (out / "report.md").read_text()
+  assert "| updated model, FGSM test set (white-box: vs updated model) |" \
+      in text and "0.9669" in text
+  for png in ("sweep.png", "digits.png", "digits-fgsm.png"):
+    assert (out / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_comparison_and_its_report(ran):
+  out = ran[0] / "compare"
+  comparison = json.loads((out / "comparison.json").read_text())
+  assert [e["method"] for e in comparison["methods"]] == ["remove_retrain",
+                                                          "fgsm_at"]
+  report = json.loads((out / "report.json").read_text())
+  assert [m["model"] for m in report["models"]] == ["initial",
+                                                    "remove_retrain", "fgsm_at"]
+
+
+def test_the_benchmark_writes_json_with_sane_ratios(ran):
+  pytest.importorskip("torch")
+  report = json.loads((ran[0] / "benchmark.json").read_text())
+  assert {r["work"] for r in report["rows"]} == {"train", "fgsm", "pass"}
+  for row in report["rows"]:
+    for key in ("ours_s", "pytorch_s", "roofline_s"):
+      assert np.isfinite(row[key]) and row[key] > 0
+    # Nothing runs faster than the matmul roofline.
+    assert 0 < row["ours_over_roofline"] < 1
+    assert row["xla_memory_bytes"]["temp_size"] >= 0
+  (round_row,) = report["rounds"]
+  assert round_row["ours_round_s"] > 0 and round_row["pytorch_round_s"] > 0
+  assert report["matmul_gflops"]["peak"] > 0
