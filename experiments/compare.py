@@ -218,8 +218,7 @@ def main(argv):
 
   table = table_markdown(comparison)
   md_path = os.path.join(out_dir, "comparison.md")
-  with open(md_path, "w") as f:
-    f.write(f"`{comparison['command']}`\n\n{table}\n")
+  results.write_text_atomic(md_path, f"`{comparison['command']}`\n\n{table}\n")
   print()
   print(table)
   print(f"\nwrote {json_path} and {md_path}")

@@ -212,8 +212,7 @@ def main(argv):
     figures = _plots(report, comparison, params_files, run_dir, apply_fn,
                      images, labels, suite, config.epsilon, key)
   text = reporting.report_markdown(report, comparison, figures)
-  with open(os.path.join(run_dir, "report.md"), "w") as f:
-    f.write(text)
+  results.write_text_atomic(os.path.join(run_dir, "report.md"), text)
   print()
   print(text)
 

@@ -1,16 +1,26 @@
 """Views of the JSON results: accuracy vs epsilon, accuracy per round, and
-clean vs adversarial digits. Each function takes what `experiments.report`
-and `experiments.compare` write (plain dicts and arrays) and saves one PNG;
-nothing here computes a number.
+clean vs adversarial digits. Each function takes what the entry points
+write (plain dicts and arrays) and saves one PNG (to a temporary name, then
+renamed); nothing here computes a number.
 """
 
 from __future__ import annotations
+
+import os
 
 import matplotlib
 
 matplotlib.use("Agg")  # Files only; no display needed.
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+def _save(fig, path: str) -> None:
+  """Saved under a temporary name, then renamed: never half a PNG."""
+  tmp = f"{path}.tmp-{os.getpid()}.png"
+  fig.savefig(tmp, dpi=110)
+  plt.close(fig)
+  os.replace(tmp, path)
+
 
 def _style(name: str, i: int, defenses=()) -> dict:
   """Defenses dashed, the initial model and the control black and grey."""
@@ -44,8 +54,7 @@ def sweep_plot(models: list[dict], path: str, title: str,
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8, ncol=2, title="model (dashed: defenses)")
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  _save(fig, path)
 
 
 ROUND_PANELS = (
@@ -80,8 +89,7 @@ def rounds_plot(methods: list[dict], path: str, title: str) -> None:
   axes[0].legend(fontsize=8, title="method (dashed: defenses)")
   fig.suptitle(title)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  _save(fig, path)
 
 
 def digit_grid(clean: np.ndarray, labels: np.ndarray,
@@ -118,5 +126,4 @@ def digit_grid(clean: np.ndarray, labels: np.ndarray,
     ax.set_yticks([])
   fig.suptitle(title, fontsize=9)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  _save(fig, path)

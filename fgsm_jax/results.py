@@ -136,6 +136,11 @@ def write_json_atomic(path: str, obj: Any) -> None:
                 .encode())
 
 
+def write_text_atomic(path: str, text: str) -> None:
+  """Text (markdown), written atomically."""
+  _write_atomic(path, text.encode())
+
+
 def write_params(path: str, params) -> None:
   """Model parameters (a leading seed axis kept) as msgpack, atomically."""
   tree = jax.tree.map(np.asarray, jax.device_get(params))
