@@ -131,10 +131,11 @@ def output_dir(given: str | None, prefix: str) -> str:
   return path
 
 
-def interrupted_run(given: str | None, prefix: str) -> str:
+def interrupted_run(given: str | None, prefix: str, last_file: str) -> str:
   """The folder of an interrupted run to go on with: `given` if it holds
-  checkpoints, else the newest runs/<prefix>-* holding checkpoints and no
-  results.json; fails (exit 2) when there is none."""
+  checkpoints, else the newest runs/<prefix>-* holding checkpoints and not
+  `last_file` (what a finished run writes last); fails (exit 2) when there
+  is none."""
   def has_checkpoints(path):
     return os.path.exists(os.path.join(path, "checkpoints", "run.json"))
   if given is not None:
@@ -147,7 +148,7 @@ def interrupted_run(given: str | None, prefix: str) -> str:
        if name.startswith(prefix + "-")) if os.path.isdir("runs") else [],
       key=os.path.getmtime)
   candidates = [c for c in candidates if has_checkpoints(c)
-                and not os.path.exists(os.path.join(c, "results.json"))]
+                and not os.path.exists(os.path.join(c, last_file))]
   if not candidates:
     fail(f"nothing to resume: no runs/{prefix}-* folder holds checkpoints of "
          "an unfinished run; give --output_dir, or drop --resume")

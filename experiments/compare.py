@@ -42,6 +42,11 @@ flags.DEFINE_list("methods", list(methods.METHODS),
 flags.DEFINE_string("output_dir", None,
                     "where comparison.json/.md go; default runs/compare-<time>")
 flags.DEFINE_bool("progress", True, "print per-epoch and per-round progress")
+flags.DEFINE_bool("resume", False,
+                  "go on with an interrupted comparison: the one in "
+                  "--output_dir, else the newest runs/compare-* without a "
+                  "comparison.md (without --resume, the same --output_dir "
+                  "goes on too)")
 
 
 def method_entry(config, outcome, n_train, compile_s, run_s):
@@ -119,7 +124,9 @@ def main(argv):
     common.fail(f"unknown methods {unknown}; choose from "
                 f"{', '.join(methods.METHODS)}")
   config = common.config_from_flags(FLAGS.preset)
-  out_dir = common.output_dir(FLAGS.output_dir, "compare")
+  out_dir = common.output_dir(
+      common.interrupted_run(FLAGS.output_dir, "compare", "comparison.md")
+      if FLAGS.resume else FLAGS.output_dir, "compare")
   dataset = common.load_data(config)
   n_train = int(dataset.train_labels.shape[0])
   print(f"config: {config}", flush=True)
@@ -141,6 +148,9 @@ def main(argv):
   except checkpoint.CheckpointMismatch as e:
     common.fail(str(e))
   resumed = saved.has_pretrained()
+  if not resumed and FLAGS.output_dir is None:
+    print(f"saving results in {out_dir} as each method ends; if the run "
+          "stops, the same command with --resume goes on", flush=True)
   earlier = (_earlier(json_path) if resumed else None) or {}
   pretrain = jax.jit(loop.vmap_seeds(
       loop.make_pretrain(config, printer("initial: ", config.epochs)),

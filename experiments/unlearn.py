@@ -69,8 +69,8 @@ def main(argv):
   config = common.config_from_flags(FLAGS.preset)
   if FLAGS.resume and not FLAGS.checkpoint:
     common.fail("--resume needs checkpoints; drop --nocheckpoint")
-  given = (common.interrupted_run(FLAGS.output_dir, "unlearn") if FLAGS.resume
-           else FLAGS.output_dir)
+  given = (common.interrupted_run(FLAGS.output_dir, "unlearn", "results.json")
+           if FLAGS.resume else FLAGS.output_dir)
   output_dir = common.output_dir(given, "unlearn")
   dataset = common.load_data(config)
 

@@ -69,6 +69,30 @@ def test_resume_without_checkpoints_is_one_line_and_exit_2(tmp_path):
   error_line(result, 2, "nothing to resume in")
 
 
+def test_resume_picks_the_newest_unfinished_run(tmp_path):
+  """With no --output_dir, --resume takes the newest runs/unlearn-* with
+  checkpoints and no results.json (here one holding another run's
+  checkpoints, so the run stops at the check, after the choice)."""
+  runs = tmp_path / "runs"
+  for name, finished in (("unlearn-1", False), ("unlearn-2", False),
+                         ("unlearn-3", True), ("compare-4", False)):
+    (runs / name / "checkpoints").mkdir(parents=True)
+    (runs / name / "checkpoints" / "run.json").write_text('{"config": {}}')
+    if finished:
+      (runs / name / "results.json").write_text("{}")
+  os.utime(runs / "unlearn-1", (1, 1))  # The oldest.
+  if mnist_dir() is None:
+    pytest.skip("real MNIST not found: set MNIST_DIR")
+  result = subprocess.run(
+      [sys.executable, "-m", "experiments.unlearn", "--resume",
+       f"--data_dir={os.path.abspath(mnist_dir())}"], cwd=tmp_path,
+      capture_output=True, text=True, timeout=600,
+      env=dict(os.environ, PYTHONPATH=REPO))
+  assert "resuming the newest unfinished run, runs/unlearn-2" in result.stdout
+  error_line(result, 2, "runs/unlearn-2/checkpoints holds checkpoints of a "
+             "different run")
+
+
 def test_unwritable_output_dir_is_one_line_and_exit_2(tmp_path):
   blocker = tmp_path / "a-file"
   blocker.write_text("not a folder")

@@ -34,11 +34,12 @@ def compared(tmp_path_factory):
   if mnist_dir() is None:
     pytest.skip("real MNIST not found")
   out = tmp_path_factory.mktemp("compare") / "out"
-  def run(methods):
+  def run(methods, *extra):
     result = run_compare("--preset=smoke", "--seeds=2", "--train_size=512",
                          "--test_size=256", "--rounds=1", "--pgd_steps=2",
                          f"--methods={','.join(methods)}",
-                         f"--data_dir={mnist_dir()}", f"--output_dir={out}")
+                         f"--data_dir={mnist_dir()}", f"--output_dir={out}",
+                         *extra)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
   first = run(METHODS[:2])
@@ -46,7 +47,7 @@ def compared(tmp_path_factory):
   before = json.loads((out / "comparison.json").read_text())
   models = {name: (out / f"params-{name}.msgpack").read_bytes()
             for name in ["initial"] + METHODS[:2]}
-  second = run(METHODS)
+  second = run(METHODS, "--resume")
   return out, second, before, models
 
 
@@ -104,6 +105,11 @@ def test_every_method_from_one_initial_model(compared):
   # What was reduced from the paper's settings is stated.
   assert "model=lenet5 (paper: lenet)" in table
   assert "train_size=512 (paper: 0)" in table
+
+
+def test_resume_without_checkpoints_is_one_line_and_exit_2(tmp_path):
+  result = run_compare("--resume", f"--output_dir={tmp_path}")
+  error_line(result, 2, "nothing to resume in")
 
 
 def test_unknown_method_is_one_line_and_exit_2(tmp_path):
