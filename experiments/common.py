@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import logging
 import math
 import os
@@ -154,6 +155,16 @@ def interrupted_run(given: str | None, prefix: str, last_file: str) -> str:
          "an unfinished run; give --output_dir, or drop --resume")
   print(f"resuming the newest unfinished run, {candidates[-1]}", flush=True)
   return candidates[-1]
+
+
+def earlier_json(path: str) -> dict:
+  """What an earlier run wrote to `path`, or {} if it is missing or
+  unreadable (the run then starts that part over)."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return {}
 
 
 def load_data(config: config_lib.Config) -> data_lib.Dataset:

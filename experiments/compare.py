@@ -20,7 +20,6 @@ comparison; other settings in the same folder are refused.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import platform
 import sys
@@ -151,13 +150,12 @@ def main(argv):
   if not resumed and FLAGS.output_dir is None:
     print(f"saving results in {out_dir} as each method ends; if the run "
           "stops, the same command with --resume goes on", flush=True)
-  earlier = (_earlier(json_path) if resumed else None) or {}
+  earlier = common.earlier_json(json_path) if resumed else {}
   pretrain = jax.jit(loop.vmap_seeds(
       loop.make_pretrain(config, printer("initial: ", config.epochs)),
       config.seeds))
   if resumed:
-    pre = jax.device_put(saved.restore_pretrained(checkpoint.abstract(
-        jax.eval_shape(pretrain, keys, data, hp))), keys.sharding)
+    pre = runner.restore_pretrained(saved, pretrain, keys, data, hp)
     pretrain_s = earlier.get("setup", {}).get("pretrain_wall_time_s")
     print(f"resumed from {saved.directory}: the initial models were "
           "restored, not trained again", flush=True)
@@ -232,17 +230,6 @@ def main(argv):
   print()
   print(table)
   print(f"\nwrote {json_path} and {md_path}")
-
-
-def _earlier(path: str) -> dict | None:
-  """comparison.json of an earlier run in the folder, or None."""
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except FileNotFoundError:
-    return None
-  except (OSError, ValueError) as e:
-    common.fail(f"cannot read {path} ({e}); move it away to start over")
 
 
 if __name__ == "__main__":

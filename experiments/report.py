@@ -119,7 +119,7 @@ def main(argv):
       with np.load(cache) as saved:
         crafted = {k: jnp.asarray(saved[k]) for k in source_configs}
       print(f"transfer examples: {cache}, kept", flush=True)
-      return crafted, _earlier(out_json).get("transfer_sources", {})
+      return crafted, common.earlier_json(out_json).get("transfer_sources", {})
     crafted, info = {}, {}
     for i, (name, c) in enumerate(source_configs.items()):
       start = time.perf_counter()
@@ -204,7 +204,7 @@ def main(argv):
           f"{acc['robust']['mean']:.4f} ({entry['wall_time_s']:.0f}s)",
           flush=True)
   if "transfer_sources" not in report and done:
-    report["transfer_sources"] = _earlier(out_json).get("transfer_sources", {})
+    report["transfer_sources"] = common.earlier_json(out_json).get("transfer_sources", {})
   results.write_json_atomic(out_json, report)
 
   figures = []
@@ -290,18 +290,10 @@ def _plots(report, comparison, params_files, out, apply_fn, images, labels,
   return figures
 
 
-def _earlier(path) -> dict:
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return {}
-
-
 def _finished_models(path, report, seed, sweep) -> dict:
   """Models an earlier, interrupted or complete, report on the same test
   set with the same attacks already measured: re-running resumes."""
-  earlier = _earlier(path)
+  earlier = common.earlier_json(path)
   same = (earlier.get("attacks") == report["attacks"]
           and earlier.get("test_examples") == report["test_examples"]
           and earlier.get("attack_seed") == seed

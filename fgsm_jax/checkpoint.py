@@ -16,6 +16,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from fgsm_jax import results
+
 
 class CheckpointMismatch(ValueError):
   """The folder holds checkpoints of a different run."""
@@ -45,10 +47,7 @@ class RunCheckpoints:
   def _write_identity(self) -> None:
     path = os.path.join(self.directory, "run.json")
     if not os.path.exists(path):
-      tmp = path + ".tmp"
-      with open(tmp, "w") as f:
-        json.dump(self.identity, f, indent=1, sort_keys=True)
-      os.replace(tmp, path)
+      results.write_json_atomic(path, self.identity)
 
   @property
   def pretrained_path(self) -> str:

@@ -91,6 +91,15 @@ def run_unlearning(config: Config, dataset: Dataset,
   }
 
 
+def restore_pretrained(saved: checkpoint.RunCheckpoints, pretrain, keys,
+                       data, hparams):
+  """The initial training's output saved in `saved`, its shapes those of
+  the (seed-vmapped) `pretrain` program's, its seed axis placed like the
+  keys'."""
+  like = checkpoint.abstract(jax.eval_shape(pretrain, keys, data, hparams))
+  return jax.device_put(saved.restore_pretrained(like), keys.sharding)
+
+
 def _run_with_checkpoints(config, mesh, keys, data, hparams, progress,
                           saved: checkpoint.RunCheckpoints):
   """The run as the initial training, then one segment call per round, the
@@ -104,11 +113,10 @@ def _run_with_checkpoints(config, mesh, keys, data, hparams, progress,
       loop.make_round_segment(config, progress), n,
       batched=(True, True, True, False, False, False)))
   seeds_axis = NamedSharding(mesh, PartitionSpec("seeds"))
-  pre_like = checkpoint.abstract(jax.eval_shape(pretrain, keys, data, hparams))
   compile_s = run_s = 0.0
   resumed = None
   if saved.has_pretrained():
-    pre = jax.device_put(saved.restore_pretrained(pre_like), seeds_axis)
+    pre = restore_pretrained(saved, pretrain, keys, data, hparams)
     resumed = 0
   else:
     pre, compile_s, run_s = compile_and_run(pretrain, keys, data, hparams)

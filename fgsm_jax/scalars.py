@@ -23,21 +23,14 @@ TAGS = {
 }
 
 
-def available() -> bool:
-  try:
-    import tensorboard.summary.writer.event_file_writer  # noqa: F401
-  except ImportError:
-    return False
-  return True
-
-
 def write_rounds(logdir: str, records: list[dict[str, Any]]) -> bool:
   """One event file per seed in logdir/seed<i>; False (nothing written)
   when tensorboard is not installed. Rows' None values (NaN) are skipped."""
-  if not available():
+  try:
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+  except ImportError:
     return False
-  from tensorboard.compat.proto import event_pb2, summary_pb2
-  from tensorboard.summary.writer.event_file_writer import EventFileWriter
   for s, record in enumerate(records):
     writer = EventFileWriter(os.path.join(logdir, f"seed{s}"))
     for row in record["rounds"]:
