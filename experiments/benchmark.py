@@ -23,7 +23,6 @@ programs are reported apart. Results go to stdout and, with --json, a file.
 from __future__ import annotations
 
 import datetime
-import functools
 import os
 import platform
 import statistics
@@ -39,8 +38,8 @@ from absl import app, flags
 from experiments import common
 
 import fgsm_jax as fj
-from fgsm_jax import (attacks, data, evaluation, loop, models, results,
-                      training, unlearning)
+from fgsm_jax import (attacks, data, evaluation, loop, methods, models,
+                      results, training)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", ["lenet", "lenet5"], "models to measure")
@@ -142,8 +141,7 @@ class Ours:
                                              self.optimizer)
 
   def train(self, images, labels):
-    step = functools.partial(unlearning.unlearn_step, apply_fn=self.apply,
-                             optimizer=self.optimizer)
+    step = methods.train_step(self.apply, self.optimizer)
     epoch = training.make_train_epoch(step, self.batch)  # Donates the state.
     weights, key = jnp.ones(labels.shape[0]), jax.random.key(0)
     program, compile_s, memory = compiled(

@@ -79,20 +79,23 @@ def table_markdown(comparison) -> str:
   control = next((e for e in entries if e["method"] == "control"), None)
   n = info["train_examples"]
   lines = [
-      f"MNIST, {info['seeds']} seed(s), mean ± std; model {info['model']}, "
+      f"MNIST, {info['seeds']} seed(s), mean ± std (ddof = 1); model "
+      f"{info['model']}, "
       f"epsilon {info['epsilon']}, preset {info['preset']}, "
       f"{info['settings']} (the paper's rounds cap is ours: it sets none)",
-      f"Initial model (shared): clean {info['initial']['clean_accuracy']['mean']:.4f}"
-      f" ± {info['initial']['clean_accuracy']['std']:.4f}, FGSM "
-      f"{info['initial']['fgsm_accuracy']['mean']:.4f} ± "
-      f"{info['initial']['fgsm_accuracy']['std']:.4f}",
+      "Initial model (shared): clean "
+      f"{results.mean_std(info['initial']['clean_accuracy'])}, FGSM "
+      f"{results.mean_std(info['initial']['fgsm_accuracy'])}",
       "FGSM = white-box FGSM (against the final model) on the "
       f"{info['test_examples']} test examples; stale = FGSM examples crafted "
       "against the initial model. Backward passes of the rounds only (the "
       f"shared initial training cost {info['pretrain_passes']['backward'] / n:.0f}"
       " x N), in units of the training set N = "
       f"{n}. FGSM only: `experiments.report` attacks the saved models with "
-      "PGD, noise and transfer.",
+      "PGD, noise and transfer. FGSM − control: the mean paired difference "
+      f"over seeds, its {difference_confidence(entries):.0%} t interval and "
+      "the verdict (margin "
+      f"±{equivalence_margin(entries):g}; BUILD_NOTES.md, \"Verdicts\").",
       "",
       "| method | family | clean | FGSM | FGSM − control | FGSM stale | "
       "removed | backward passes (x N) | run s (all seeds) |",
@@ -100,12 +103,12 @@ def table_markdown(comparison) -> str:
   ]
   for e in entries:
     gain = "—"
-    if control is not None:
-      diffs = (np.asarray(e["fgsm_accuracy"]["values"])
-               - np.asarray(control["fgsm_accuracy"]["values"]))
-      gain = f"{np.mean(diffs):+.4f} ± {np.std(diffs):.4f}"
+    if control is not None and e is not control:
+      gain = results.difference_cell(results.paired_difference(
+          e["fgsm_accuracy"]["values"], control["fgsm_accuracy"]["values"],
+          equivalence_margin(entries), difference_confidence(entries)))
     def acc(key):
-      return f"{e[key]['mean']:.4f} ± {e[key]['std']:.4f}"
+      return results.mean_std(e[key])
     lines.append(
         f"| {e['method']} | {e['family']} "
         f"| {acc('clean_accuracy')} | {acc('fgsm_accuracy')} | {gain} | "
@@ -113,6 +116,19 @@ def table_markdown(comparison) -> str:
         f"{e['passes']['rounds']['mean'] / n:.1f} | "
         f"{e['wall_time_s']['run']:.0f} |")
   return "\n".join(lines)
+
+
+def equivalence_margin(entries) -> float:
+  """The margin the comparison's config states (the default where an older
+  comparison.json has none)."""
+  configs = [e["config"] for e in entries]
+  return float(configs[0].get("equivalence_margin",
+                              config_lib.Config.equivalence_margin))
+
+
+def difference_confidence(entries) -> float:
+  return float(entries[0]["config"].get("confidence",
+                                        config_lib.Config.confidence))
 
 
 def main(argv):

@@ -11,7 +11,6 @@ evidence behind `conv_impl='auto'` and `max_pool_2x2` (BUILD_NOTES.md). Last, th
 network, run plainly and under `vmap` over one seed (`loop.vmap_seeds`).
 """
 
-import functools
 import statistics
 import time
 
@@ -23,7 +22,7 @@ from absl import app, flags
 
 from experiments import common
 
-from fgsm_jax import models, training, unlearning
+from fgsm_jax import methods, models, training
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("batch_size", 128, "images per call")
@@ -85,9 +84,7 @@ def main(argv):
           f"{grad:6.1f} ms")
 
   optimizer = optax.adam(1e-3)
-  step = functools.partial(unlearning.unlearn_step,
-                           apply_fn=models.make_apply("lenet"),
-                           optimizer=optimizer)
+  step = methods.train_step(models.make_apply("lenet"), optimizer)
   steps = 10
   images = jax.random.uniform(kx, (steps, b, 28, 28, 1))
   labels = jax.random.randint(kw, (steps, b), 0, 10)

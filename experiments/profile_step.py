@@ -27,7 +27,7 @@ from absl import app, flags
 
 from experiments import common
 
-from fgsm_jax import attacks, evaluation, models, training, unlearning
+from fgsm_jax import attacks, evaluation, methods, models, training
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "lenet", "lenet or lenet5")
@@ -49,8 +49,7 @@ def program(work, model, b, steps, conv_impl):
         lambda c: attacks.fgsm(apply, p, c[0], c[1], 0.1), (x, y), b))
     return fn, (params, images, labels)
   optimizer = optax.adam(1e-3)
-  step = functools.partial(unlearning.unlearn_step, apply_fn=apply,
-                           optimizer=optimizer)
+  step = methods.train_step(apply, optimizer)
   fn = jax.jit(functools.partial(training.train_epoch, step_fn=step,
                                  batch_size=b))
   state = training.create_train_state(params, optimizer)

@@ -60,6 +60,12 @@ class Config:
   pgd_steps: int = 40
   pgd_step_size: float = 0.01
   trades_beta: float = 6.0        # Zhang et al. 2019.
+  # Verdicts (results.paired_difference): a method's paired difference from
+  # the control counts as "no detectable effect" only when its whole
+  # interval of this confidence lies inside +-equivalence_margin (accuracy),
+  # stated before any run (EVALUATION.md's example margin).
+  equivalence_margin: float = 0.02
+  confidence: float = 0.95
 
   def __post_init__(self):
     models.get_model(self.model, self.conv_impl)
@@ -83,6 +89,14 @@ class Config:
                        f"{self.target_accuracy}")
     if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
       raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+    if not (isinstance(self.equivalence_margin, (int, float))
+            and 0.0 < self.equivalence_margin <= 1.0):
+      raise ValueError(f"equivalence_margin must be in (0, 1], got "
+                       f"{self.equivalence_margin!r}")
+    if not (isinstance(self.confidence, (int, float))
+            and 0.5 <= self.confidence < 1.0):
+      raise ValueError(f"confidence must be in [0.5, 1), got "
+                       f"{self.confidence!r}")
     for name in ("neggrad_alpha", "salun_sparsity", "fgsm_at_alpha"):
       if not 0.0 <= getattr(self, name) <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")

@@ -127,8 +127,7 @@ def make_pretrain(config: Config, progress: ProgressFn | None = None):
 
   def pretrain(key: jax.Array, data: Dataset, hp: HParams) -> Pretrained:
     optimizer = optax.adam(hp.learning_rate)
-    step_fn = functools.partial(unlearning.unlearn_step, apply_fn=apply_fn,
-                                optimizer=optimizer)
+    step_fn = methods.train_step(apply_fn, optimizer)
     init_key, train_key, _ = _split_key(key)
     state = training.create_train_state(
         models.init_params(init_key, config.model, config.conv_impl), optimizer)

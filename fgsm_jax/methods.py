@@ -236,9 +236,22 @@ def unlearn_step(state: TrainState, retain: Batch, forget: ForgetBatch,
                  optimizer: optax.GradientTransformation):
   """One step of `method`: [ascent on forget,] then descent on its loss.
 
-  The dropout key of the loss is `key` itself, so `remove_retrain` equals
-  `unlearning.unlearn_step` step for step (a test). A step whose retain
-  batch is all weight 0 leaves the state untouched.
+  The one step of every training minibatch in the project: the initial
+  training and the control's rounds are `train_step`, i.e. this step of the
+  plain weighted cross-entropy sum(w * CE) / sum(w). Removing an example is
+  giving it weight 0 (its inputs and labels then change nothing); a step
+  whose retain batch is all weight 0 leaves the state untouched (no Adam
+  step on a zero gradient), so removed examples are exactly absent.
+
+  Args:
+    state: current `TrainState`.
+    retain: the minibatch; images [B, 28, 28, 1], labels int [B],
+      weights float [B] >= 0.
+    forget: a draw from the round's forget set (methods that use one).
+    key: this step's key; the loss's dropout key is `key` itself.
+    ctx: the round's context (teacher, mask, epoch, epsilon).
+    method: what the step descends (and ascends).
+    optimizer: the optax transformation that owns `state.opt_state`.
 
   Returns:
     (new state, the loss before the step).
@@ -263,6 +276,19 @@ def unlearn_step(state: TrainState, retain: Batch, forget: ForgetBatch,
                                                 adv, key, ctx)
   new = training.apply_gradients(state, grads, optimizer, ctx.mask)
   return training.keep_if(jnp.sum(retain.weights) > 0, new, state), loss
+
+
+def train_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation):
+  """Plain weighted training as a `training.StepFn` (state, images, labels,
+  weights, key) -> (state, loss): `unlearn_step` of the control's objective,
+  sum(w * CE) / sum(w), with no forget set. The initial epochs use it."""
+  method = make_method("control", None, apply_fn)
+  ctx = RoundContext(None, None, jnp.int32(0), jnp.float32(0.0))
+
+  def step(state, images, labels, weights, key):
+    return unlearn_step(state, Batch(images, labels, weights), None, key, ctx,
+                        method=method, optimizer=optimizer)
+  return step
 
 
 def saliency_mask(apply_fn: ApplyFn, params: Params, forget: ForgetBatch,

@@ -41,8 +41,27 @@ def comparison_from_unlearn(outcome) -> dict:
   }
 
 
-def cell(stat) -> str:
-  return f"{stat['mean']:.4f} ± {stat['std']:.4f}"
+cell = results.mean_std
+
+
+def _margin_and_confidence(entries) -> tuple[float, float]:
+  """What the comparison's config states (defaults for older JSON)."""
+  config = next(iter(entries.values()))["config"]
+  defaults = config_lib.Config()
+  return (float(config.get("equivalence_margin", defaults.equivalence_margin)),
+          float(config.get("confidence", defaults.confidence)))
+
+
+def paired_sentence(diff) -> str:
+  """A paired difference in words: mean, interval, verdict and why."""
+  if diff["interval"] is None:
+    return (f"{diff['mean']:+.4f} over {diff['n']} seed(s): no verdict "
+            f"({diff['reason']})")
+  low, high = diff["interval"]
+  return (f"{diff['mean']:+.4f}, {diff['confidence']:.0%} interval "
+          f"[{low:+.4f}, {high:+.4f}] over {diff['n']} seeds (paired): "
+          f"**{diff['verdict']}** ({diff['reason']}; margin "
+          f"±{diff['margin']:g})")
 
 
 def report_markdown(report, comparison, figures=()) -> str:
@@ -69,16 +88,18 @@ def report_markdown(report, comparison, figures=()) -> str:
             "evaluation that does not re-attack measures); white-box = FGSM "
             "against the model itself. A positive gap is what a stale "
             "evaluation would overstate.", "",
-            "| method | white-box FGSM | stale FGSM | stale − white-box | "
-            "PGD (suite) |", "|---|---|---|---|---|"]
+            "| method | white-box FGSM | stale FGSM | stale − white-box "
+            "(paired, interval) | PGD (suite) |", "|---|---|---|---|---|"]
+  margin, confidence = _margin_and_confidence(entries)
   for name, e in entries.items():
-    gap = (np.asarray(e["fgsm_stale_accuracy"]["values"])
-           - np.asarray(e["fgsm_accuracy"]["values"]))
+    gap = results.paired_difference(e["fgsm_stale_accuracy"]["values"],
+                                    e["fgsm_accuracy"]["values"], margin,
+                                    confidence)
     pgd = (cell(models_[name]["accuracy"]["pgd"]) if name in models_
            else "not measured")
     lines.append(f"| {name} | {cell(e['fgsm_accuracy'])} | "
-                 f"{cell(e['fgsm_stale_accuracy'])} | {gap.mean():+.4f} ± "
-                 f"{gap.std():.4f} | {pgd} |")
+                 f"{cell(e['fgsm_stale_accuracy'])} | "
+                 f"{results.difference_cell(gap, verdict=False)} | {pgd} |")
   lines += ["", "## Checks that failed (first failing seed's evidence)", ""]
   failed = 0
   for m in report["models"]:
@@ -116,22 +137,21 @@ def verdict(summary, entries, models_) -> list[str]:
       f"{paper['updated_fgsm'][0]:.4f}: ours {cell(updated)} white-box, "
       f"{cell(stale)} on stale examples: "
       + ("reached." if holds else "**not reached** in this setting."))
+  margin, confidence = _margin_and_confidence(entries)
   if "control" in entries:
-    diff = (np.asarray(entries["remove_retrain"]["fgsm_accuracy"]["values"])
-            - np.asarray(entries["control"]["fgsm_accuracy"]["values"]))
-    separated = abs(diff.mean()) > 2 * diff.std() and diff.mean() > 0
+    diff = results.paired_difference(
+        entries["remove_retrain"]["fgsm_accuracy"]["values"],
+        entries["control"]["fgsm_accuracy"]["values"], margin, confidence)
     out.append(
-        f"- Removing the selected examples vs continuing to train on all "
-        f"(control, same schedule): white-box FGSM difference "
-        f"{diff.mean():+.4f} ± {diff.std():.4f} (paired over seeds): "
-        + ("removal helps." if separated else
-           "**no effect of removal beyond continued training**."))
+        "- Removing the selected examples vs continuing to train on all "
+        "(control, same schedule), white-box FGSM: " + paired_sentence(diff)
+        + ".")
   if "remove_retrain" in models_ and "control" in models_:
-    diff = (np.asarray(models_["remove_retrain"]["accuracy"]["pgd"]["values"])
-            - np.asarray(models_["control"]["accuracy"]["pgd"]["values"]))
-    out.append(
-        f"- Under PGD, removal vs the control: {diff.mean():+.4f} ± "
-        f"{diff.std():.4f} (paired over seeds).")
+    diff = results.paired_difference(
+        models_["remove_retrain"]["accuracy"]["pgd"]["values"],
+        models_["control"]["accuracy"]["pgd"]["values"], margin, confidence)
+    out.append("- Under PGD, removal vs the control: "
+               + paired_sentence(diff) + ".")
   if "remove_retrain" in models_ and "initial" in models_:
     pgd_u = models_["remove_retrain"]["accuracy"]["pgd"]
     pgd_i = models_["initial"]["accuracy"]["pgd"]

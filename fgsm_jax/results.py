@@ -52,10 +52,104 @@ def per_seed_records(result) -> list[dict[str, Any]]:
 
 
 def stat(values) -> dict[str, Any]:
-  """Mean, std and the values themselves (None stands for NaN in JSON)."""
+  """Mean, sample standard deviation (ddof = 1; None with fewer than two
+  values), the number of values and the values themselves (None stands for
+  NaN in JSON)."""
   values = np.asarray([np.nan if v is None else v for v in values], float)
-  return {"mean": _clean(np.mean(values)), "std": _clean(np.std(values)),
-          "values": [_clean(v) for v in values]}
+  std = np.std(values, ddof=1) if values.size > 1 else np.nan
+  return {"mean": _clean(np.mean(values)), "std": _clean(std),
+          "n": int(values.size), "values": [_clean(v) for v in values]}
+
+
+def mean_std(stat: dict[str, Any], digits: int = 4) -> str:
+  """'mean ± std' of a `stat`, or 'mean (1 seed)' where no std exists."""
+  if stat["std"] is None:
+    return f"{stat['mean']:.{digits}f} (n = {stat.get('n', 1)})"
+  return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+
+
+# Fewer paired seeds than this give no verdict at all.
+MIN_SEEDS_FOR_VERDICT = 3
+
+
+def paired_difference(a, b, margin: float,
+                      confidence: float = 0.95) -> dict[str, Any]:
+  """a − b paired over seeds: its mean, the t interval, and a verdict.
+
+  The interval is mean ± t_{(1+confidence)/2, n-1} * s / sqrt(n), with s
+  the sample standard deviation (ddof = 1) of the per-seed differences.
+  The verdict, for a difference where larger is better (an accuracy):
+    'helps' / 'hurts': the interval excludes 0 (above / below);
+    'no detectable effect': the whole interval lies inside (−margin, +margin);
+    'underpowered': the interval holds 0 and reaches past the margin;
+    'no verdict': fewer than MIN_SEEDS_FOR_VERDICT seeds.
+  An interval that excludes 0 and lies inside the margin is 'helps' or
+  'hurts' with `within_margin` True: real, and smaller than the margin.
+
+  Args:
+    a, b: per-seed values, paired by position (same seed, same initial model).
+    margin: the equivalence margin stated in advance (e.g. 0.02 accuracy).
+    confidence: of the two-sided interval.
+
+  Returns:
+    dict: mean, std, n, interval [low, high], margin, confidence, verdict,
+    within_margin, reason (one sentence).
+  """
+  from scipy import stats as scipy_stats  # Only the reports need it.
+
+  a = np.asarray([np.nan if v is None else v for v in a], float)
+  b = np.asarray([np.nan if v is None else v for v in b], float)
+  if a.shape != b.shape:
+    raise ValueError(f"paired values differ in number: {a.size} vs {b.size}")
+  diff = a - b
+  n = int(diff.size)
+  out = {"mean": _clean(np.mean(diff)) if n else None, "std": None, "n": n,
+         "interval": None, "margin": float(margin),
+         "confidence": float(confidence), "verdict": "no verdict",
+         "within_margin": None}
+  if n < MIN_SEEDS_FOR_VERDICT:
+    out["reason"] = (f"{n} paired seed(s): at least "
+                     f"{MIN_SEEDS_FOR_VERDICT} are needed for an interval "
+                     "worth a verdict")
+    if n > 1:
+      out["std"] = _clean(np.std(diff, ddof=1))
+    return out
+  if not np.all(np.isfinite(diff)):
+    out["reason"] = "a seed's value is missing (NaN)"
+    return out
+  mean, std = float(np.mean(diff)), float(np.std(diff, ddof=1))
+  half = float(scipy_stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / np.sqrt(n)
+  low, high = mean - half, mean + half
+  inside = -margin < low and high < margin
+  if low > 0 or high < 0:
+    verdict = "helps" if low > 0 else "hurts"
+    reason = "the interval excludes 0" + (
+        ", and lies inside the margin: a real but small difference"
+        if inside else "")
+  elif inside:
+    verdict, reason = "no detectable effect", (
+        f"the whole interval lies inside ±{margin:g}")
+  else:
+    verdict, reason = "underpowered", (
+        f"the interval holds 0 and reaches past ±{margin:g}: more seeds "
+        "are needed to tell")
+  out.update(mean=mean, std=std, interval=[low, high], verdict=verdict,
+             within_margin=bool(inside), reason=reason)
+  return out
+
+
+def difference_cell(diff: dict[str, Any], verdict: bool = True) -> str:
+  """A paired difference for a table: '+0.0123 [-0.0050, +0.0296]
+  (underpowered)', or the mean and 'no verdict' below three seeds;
+  `verdict=False` leaves the verdict word out (for a gap that is not a
+  method's effect)."""
+  if diff["mean"] is None:
+    return "—"
+  if diff["interval"] is None:
+    return f"{diff['mean']:+.4f} (n = {diff['n']}, no interval)"
+  low, high = diff["interval"]
+  word = f" ({diff['verdict']})" if verdict else ""
+  return f"{diff['mean']:+.4f} [{low:+.4f}, {high:+.4f}]{word}"
 
 
 def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -90,9 +184,9 @@ TABLE1_ROWS = (
 
 def table1_markdown(summary: dict[str, Any]) -> str:
   """The paper's Table 1 rows, ours (mean ± std over seeds) beside the paper's."""
-  def fmt(stat):
-    return f"{stat['mean']:.4f} ± {stat['std']:.4f}"
-  lines = [f"MNIST test set, {summary['seeds']} seed(s), mean ± std",
+  fmt = mean_std
+  lines = [f"MNIST test set, {summary['seeds']} seed(s), mean ± std "
+           "(ddof = 1)",
            "",
            "| row | accuracy (ours) | loss (ours) | accuracy (paper) | loss (paper) |",
            "|---|---|---|---|---|"]
@@ -105,7 +199,7 @@ def table1_markdown(summary: dict[str, Any]) -> str:
                  f"{paper_cells} |")
   lines.append("")
   def fmt_count(stat):
-    return f"{stat['mean']:.1f} ± {stat['std']:.1f}"
+    return mean_std(stat, 1)
   lines.append(f"rounds run: {fmt_count(summary['rounds_completed'])}; "
                f"examples removed: {fmt_count(summary['removed'])}; reached "
                f"target: {summary['reached_target']}")

@@ -47,7 +47,7 @@ def keep_if(cond: jax.Array, new, old):
 
 
 # (state, images, labels, weights, key) -> (state, loss), e.g.
-# `unlearning.unlearn_step` with apply_fn and optimizer bound.
+# `methods.train_step(apply_fn, optimizer)`.
 StepFn = Callable
 
 

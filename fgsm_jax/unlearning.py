@@ -1,8 +1,8 @@
-"""The paper's unlearning: pick the highest-loss FGSM examples, drop them.
+"""The paper's selection: the highest-loss FGSM examples still retained.
 
-`select_forget` chooses the forget set of a round; `unlearn_step` is one
-optimizer step of the objective that removes it (weight 0) and keeps training
-on the rest.
+`forget_indices` / `select_forget` choose the forget set of a round; what a
+round then does with it (the paper removes it: weight 0 from then on, and
+keeps training on the rest) is a method's step, `methods.unlearn_step`.
 """
 
 from __future__ import annotations
@@ -10,11 +10,6 @@ from __future__ import annotations
 import chex
 import jax
 import jax.numpy as jnp
-import optax
-
-from fgsm_jax import losses, training
-from fgsm_jax.models import ApplyFn
-from fgsm_jax.training import TrainState
 
 
 def forget_indices(scores: jax.Array, retained: jax.Array, k: int):
@@ -45,36 +40,3 @@ def select_forget(scores: jax.Array, retained: jax.Array, k: int) -> jax.Array:
 def indices_to_mask(indices: jax.Array, valid: jax.Array, n: int) -> jax.Array:
   """bool [n]: True at the valid ones of `indices`."""
   return jnp.zeros(n, bool).at[indices].set(valid)
-
-
-def unlearn_step(state: TrainState, images: jax.Array, labels: jax.Array,
-                 weights: jax.Array, key: jax.Array, *, apply_fn: ApplyFn,
-                 optimizer: optax.GradientTransformation):
-  """One step of the paper's unlearning objective: sum(w * CE) / sum(w).
-
-  Removing an example is giving it weight 0 from then on; with all weights 1
-  this is plain training, which the initial epochs use.
-
-  A minibatch whose weights are all 0 leaves the state untouched (no Adam step
-  on a zero gradient), so examples of weight 0 are exactly absent.
-
-  Args:
-    state: current `TrainState`.
-    images: [B, 28, 28, 1]; labels: int [B]; weights: float [B] >= 0.
-    key: dropout key for this step.
-    apply_fn: `lenet_apply` with the model fixed.
-    optimizer: the optax transformation that owns `state.opt_state`.
-
-  Returns:
-    (new state, the minibatch's weighted mean loss).
-  """
-  chex.assert_rank([images, labels, weights], [4, 1, 1])
-  chex.assert_equal_shape_prefix([images, labels, weights], 1)
-
-  def loss_fn(params):
-    logits = apply_fn(params, images, dropout_key=key)
-    return losses.weighted_mean(losses.per_example_loss(logits, labels),
-                                weights)
-  loss, grads = jax.value_and_grad(loss_fn)(state.params)
-  stepped = training.apply_gradients(state, grads, optimizer)
-  return training.keep_if(jnp.sum(weights) > 0, stepped, state), loss

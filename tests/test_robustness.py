@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from fgsm_jax import attacks, losses, models, robustness, training, unlearning
+from fgsm_jax import attacks, losses, methods, models, robustness, training
 
 MODEL = "lenet5"
 APPLY = models.make_apply(MODEL)
@@ -22,8 +22,7 @@ def trained(small_mnist):
   optimizer = optax.adam(3e-3)
   state = training.create_train_state(
       models.init_params(jax.random.key(0), MODEL), optimizer)
-  step = functools.partial(unlearning.unlearn_step, apply_fn=APPLY,
-                           optimizer=optimizer)
+  step = methods.train_step(APPLY, optimizer)
   epoch = jax.jit(functools.partial(training.train_epoch, step_fn=step,
                                     batch_size=128))
   x, y = jnp.asarray(small_mnist.train_images), jnp.asarray(small_mnist.train_labels)
