@@ -5,10 +5,10 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
-from fgsm_jax import config as config_lib
-from fgsm_jax import loop
+from fgsm_jax import attacks, config as config_lib, loop, losses, models
 
 CONFIG = config_lib.get_config(
     "smoke", train_size=2048, test_size=512, epochs=2, rounds=2,
@@ -113,3 +113,63 @@ def test_the_run_makes_no_host_transfers(data):
   with jax.transfer_guard("disallow"):
     out = compiled(keys, data, hp)
     jax.block_until_ready(out)
+
+
+@pytest.fixture(scope="module")
+def one_seed(data):
+  """The pretrained model and a two-round remove_retrain run of seed 0,
+  as the two programs `experiments.compare` runs."""
+  config = dataclasses.replace(CONFIG, seeds=1)
+  hp = loop.hparams_from(config)
+  key = loop.seed_keys(config)[0]
+  pre = jax.jit(loop.make_pretrain(config))(key, data, hp)
+  return config, hp, key, pre
+
+
+def test_the_stale_set_is_fgsm_against_the_round_0_model(data, one_seed):
+  config, hp, key, pre = one_seed
+  out = jax.device_get(jax.jit(loop.make_rounds(config))(key, pre, data, hp))
+  apply_fn = models.make_apply(config.model)
+  # Crafted again here, on the pretrained model, and scored on the final one.
+  stale = attacks.fgsm(apply_fn, pre.train.params, data.test_images,
+                       data.test_labels, config.epsilon)
+  expected = float(jnp.mean(losses.per_example_correct(
+      apply_fn(out.final_params, stale), data.test_labels)))
+  last = int(out.rounds_completed)
+  one_example = 1 / data.test_labels.shape[0]
+  # Equal but for a sign rounding in two programs (at most one example).
+  assert abs(out.history.transfer_accuracy[last] - expected) <= one_example
+  # ... on a case where the stale and white-box figures differ.
+  assert abs(out.history.transfer_accuracy[last]
+             - out.history.fgsm_accuracy[last]) >= 3 * one_example
+
+
+@pytest.mark.parametrize("method, carried", [("remove_retrain", True),
+                                             ("finetune", False)])
+def test_rounds_carry_or_reset_the_optimizer_state(data, one_seed, method,
+                                                   carried):
+  """The paper's method keeps Adam's state across rounds (Keras' fit called
+  again); finetune starts every round from a fresh one."""
+  config, hp, key, pre = one_seed
+  config = dataclasses.replace(config, method=method)
+  segment = jax.jit(loop.make_round_segment(config))
+  state = loop.init_rounds(config, pre, data, hp)
+  count = lambda s: int(optax.tree_utils.tree_get(s.opt_state, "count"))
+  steps = -(-data.train_labels.shape[0] // config.batch_size)  # Per epoch.
+  assert count(state.train) == config.epochs * steps
+  for r in (1, 2):
+    state = segment(state, key, pre, data, hp, jnp.int32(r))
+    assert int(state.round) == r
+    # Every minibatch holds retained examples (64 of 2,048 removed at most).
+    per_round = config.retrain_epochs * steps
+    expected = (config.epochs * steps + r * per_round if carried
+                else per_round)
+    assert count(state.train) == expected
+
+
+def test_learning_rate_and_target_compile_nothing_new(program, data, traces):
+  """Traced numbers (HParams): new values run the same compiled program."""
+  other = dataclasses.replace(CONFIG, learning_rate=1e-2, target_accuracy=0.5)
+  before = len(traces)
+  program(loop.seed_keys(other), data, loop.hparams_from(other))
+  assert len(traces) == before == 1

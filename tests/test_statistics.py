@@ -1,0 +1,102 @@
+"""The statistics behind every verdict: sample std, paired t intervals, and
+the verdict rule with its equivalence margin, on fixed numbers."""
+
+import numpy as np
+import pytest
+
+from fgsm_jax import reporting, results, robustness
+
+
+def test_std_is_the_sample_std():
+  s = results.stat([0.90, 0.92, 0.97])
+  assert s["n"] == 3
+  np.testing.assert_allclose(s["mean"], 0.93)
+  # sqrt(((-.03)^2 + (-.01)^2 + .04^2) / 2) = sqrt(0.0013)
+  np.testing.assert_allclose(s["std"], np.sqrt(0.0013), rtol=1e-12)
+  one = results.stat([0.5])
+  assert one["std"] is None and results.mean_std(one) == "0.5000 (n = 1)"
+
+
+# Two-sided 95% t quantiles from a printed table (df: t_0.975).
+T_TABLE = {2: 4.303, 4: 2.776, 9: 2.262, 29: 2.045}
+
+
+@pytest.mark.parametrize("df", sorted(T_TABLE))
+def test_the_interval_uses_the_t_quantile(df):
+  n = df + 1
+  diff = np.linspace(-1.0, 1.0, n) * 0.01 + 0.003
+  out = results.paired_difference(diff, np.zeros(n), margin=0.02)
+  half = (out["interval"][1] - out["interval"][0]) / 2
+  expected = T_TABLE[df] * np.std(diff, ddof=1) / np.sqrt(n)
+  np.testing.assert_allclose(half, expected, rtol=2e-3)  # Table: 4 digits.
+  np.testing.assert_allclose(out["mean"], 0.003, atol=1e-12)
+
+
+def test_a_worked_example():
+  """Differences 0.01, 0.02, 0.03: mean 0.02, s 0.01, half width
+  4.303 * 0.01 / sqrt(3) = 0.02484, interval [-0.0048, 0.0448]."""
+  out = results.paired_difference([0.91, 0.92, 0.93], [0.90, 0.90, 0.90],
+                                  margin=0.02)
+  np.testing.assert_allclose(out["interval"], [-0.00484, 0.04484], atol=5e-5)
+  assert out["verdict"] == "underpowered"
+
+
+@pytest.mark.parametrize("a, b, margin, verdict, within", [
+    # Excludes 0, above: helps; below: hurts.
+    ([0.95, 0.96, 0.97], [0.90, 0.90, 0.90], 0.02, "helps", False),
+    ([0.85, 0.86, 0.87], [0.90, 0.90, 0.90], 0.02, "hurts", False),
+    # Holds 0 and lies inside +-0.02: no detectable effect.
+    ([0.901, 0.899, 0.900, 0.902, 0.898], [0.9] * 5, 0.02,
+     "no detectable effect", True),
+    # The same differences with a margin narrower than the interval.
+    ([0.901, 0.899, 0.900, 0.902, 0.898], [0.9] * 5, 0.001, "underpowered",
+     False),
+    # Excludes 0 but small: helps, inside the margin.
+    ([0.9050, 0.9051, 0.9049], [0.9] * 3, 0.02, "helps", True),
+])
+def test_the_verdict_rule(a, b, margin, verdict, within):
+  out = results.paired_difference(a, b, margin)
+  assert out["verdict"] == verdict, out
+  assert out["within_margin"] is within
+
+
+def test_what_the_old_rule_called_no_effect_is_underpowered():
+  """The old rule (|mean| <= 2 std: 'no effect') read the README's
+  removal-vs-control seeds as no effect; their interval spans +-0.08."""
+  removal, control = [0.5287, 0.7494, 0.8235], [0.5634, 0.7059, 0.8329]
+  out = results.paired_difference(removal, control, 0.02)
+  assert out["verdict"] == "underpowered"
+  assert out["interval"][0] < -0.02 and out["interval"][1] > 0.02
+
+
+def test_fewer_than_three_seeds_give_no_verdict():
+  out = results.paired_difference([0.95, 0.96], [0.90, 0.90], 0.02)
+  assert out["verdict"] == "no verdict" and out["interval"] is None
+  assert "at least 3" in out["reason"]
+  assert "no interval" in results.difference_cell(out)
+
+
+def test_the_verdict_sentence_shows_the_interval():
+  out = results.paired_difference([0.95, 0.96, 0.97], [0.90, 0.90, 0.90],
+                                  0.02)
+  sentence = reporting.paired_sentence(out)
+  low, high = out["interval"]
+  assert f"[{low:+.4f}, {high:+.4f}]" in sentence and "**helps**" in sentence
+
+
+def test_robust_accuracy_is_per_example_not_the_worst_attacks_mean():
+  """FGSM flips example 0, PGD example 1: each attack alone leaves 0.75,
+  but only 2 of the 4 examples survive both."""
+  out = robustness.robust_accuracy({"clean": [1, 1, 1, 1],
+                                    "fgsm": [0, 1, 1, 1],
+                                    "pgd": [1, 0, 1, 1]})
+  assert out["fgsm"] == 0.75 and out["pgd"] == 0.75
+  assert out["robust"] == 0.5
+
+
+def test_stale_check_passes_and_fails_at_its_tolerance():
+  assert robustness.stale_check(0.80, 0.805)["passed"]
+  failed = robustness.stale_check(0.80, 0.85)
+  assert not failed["passed"]
+  np.testing.assert_allclose(
+      failed["evidence"]["stale_minus_white_box"], 0.05)
