@@ -116,3 +116,57 @@ def test_diverged_training_is_one_line_exit_1_and_keeps_earlier_results(
   assert not (out / "params.msgpack").exists()
   # Its checkpoints are gone too: the advised re-run can use the folder.
   assert not (out / "checkpoints").exists()
+
+
+def _file_bytes(folder):
+  return {p: open(os.path.join(root, p), "rb").read()
+          for root, _, files in os.walk(folder) for p in files}
+
+
+def test_the_papers_network_end_to_end_and_a_refused_rerun_touches_nothing(
+    tmp_path):
+  """The Fig. 3 LeNet (the network with dropout) through the whole loop at
+  tiny sizes: re-scoring its saved final model gives the last round's clean
+  and FGSM accuracy (dropout on in training, off when evaluated). With
+  --noplots --notensorboard no PNG and no event file is written; a re-run
+  refused for bad input (exit 2) leaves every file byte for byte."""
+  data_dir = mnist_dir()
+  if data_dir is None:
+    pytest.skip("real MNIST not found: set MNIST_DIR")
+  import json
+  import jax
+  from fgsm_jax import config as config_lib, data as data_lib, evaluation
+  from fgsm_jax import models, results
+  out = tmp_path / "out"
+  args = ["--preset=smoke", "--model=lenet", "--train_size=256",
+          "--test_size=100", "--rounds=1", "--target_accuracy=1",
+          "--noprogress", "--noplots", "--notensorboard",
+          f"--data_dir={data_dir}", f"--output_dir={out}"]
+  result = run_cli(*args)
+  assert result.returncode == 0, result.stderr[-3000:]
+  outcome = json.loads((out / "results.json").read_text())
+  assert outcome["config"]["model"] == "lenet"
+  last = outcome["per_seed"][0]["rounds"][-1]
+  assert last["round"] == 1
+
+  config = config_lib.Config(**{k: v for k, v in outcome["config"].items()
+                                if k in config_lib.Config.__dataclass_fields__})
+  test = data_lib.take(data_lib.load_idx_dir(data_dir), 256, 100)
+  params = jax.tree.map(lambda a: a[0],
+                        results.read_params(str(out / "params.msgpack")))
+  metrics, _ = evaluation.evaluate(
+      models.make_apply("lenet", config.conv_impl), params,
+      test.test_images, test.test_labels, None, config.epsilon,
+      config.chunk_size)
+  assert float(metrics.clean_accuracy) == last["clean_accuracy"]
+  # FGSM takes sign(gradient): equal but for a sign rounding (one example).
+  assert abs(float(metrics.fgsm_accuracy) - last["fgsm_accuracy"]) <= 0.01
+
+  written = _file_bytes(out)
+  assert not [p for p in written if p.endswith(".png")]
+  assert not (out / "tensorboard").exists()
+  assert not [p for p in written if "tfevents" in p]
+
+  refused = run_cli(*args, "--epsilon=2")
+  error_line(refused, 2, "epsilon must be a number in [0, 1]")
+  assert _file_bytes(out) == written

@@ -159,3 +159,26 @@ def test_masking_checks_flag_a_saturated_softmax_and_pass_the_plain_model(
   assert not checks["fgsm_not_stronger_than_pgd"]["passed"]
   # The same model unscaled is no different, and passes.
   assert all(c["passed"] for c in plain.values())
+
+
+def test_sign_noise_stays_on_the_corners_and_keeps_the_worst_draw(trained):
+  params, x, y = trained
+  eps, draws, key = 0.3, 8, jax.random.key(5)
+  kept = np.asarray(attacks.sign_noise(APPLY, params, x, y, eps, key,
+                                       draws=draws))
+  x = np.asarray(x)
+  up, down = np.clip(x + eps, 0, 1), np.clip(x - eps, 0, 1)
+  corner = (kept == up) | (kept == down)
+  # Every pixel on a corner of the ball (cut by [0, 1]), except examples
+  # no draw beat and whose kept input is the clean one.
+  unchanged = np.all(kept == x, axis=(1, 2, 3))
+  assert np.all(corner.reshape(len(x), -1).all(1) | unchanged)
+  # Wrong under some draw, or already on the clean input (kept then).
+  wrong_any = np.array(jnp.argmax(APPLY(params, jnp.asarray(x)), -1) != y)
+  for k in jax.random.split(key, draws):
+    signs = np.asarray(jax.random.rademacher(k, x.shape, jnp.float32))
+    logits = APPLY(params, jnp.asarray(np.clip(x + eps * signs, 0, 1)))
+    wrong_any |= np.asarray(jnp.argmax(logits, -1) != y)
+  kept_wrong = np.asarray(jnp.argmax(APPLY(params, jnp.asarray(kept)), -1) != y)
+  assert wrong_any.any() and not wrong_any.all()  # A case with both.
+  np.testing.assert_array_equal(kept_wrong, wrong_any)
