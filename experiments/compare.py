@@ -30,7 +30,8 @@ from absl import app, flags
 
 from experiments import common
 from fgsm_jax import config as config_lib
-from fgsm_jax import checkpoint, loop, methods, models, results, runner, sharding
+from fgsm_jax import (checkpoint, loop, methods, models, reporting, results,
+                      runner, sharding)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("preset", "compare",
@@ -77,6 +78,7 @@ def table_markdown(comparison) -> str:
   info = comparison["setup"]
   entries = comparison["methods"]
   control = next((e for e in entries if e["method"] == "control"), None)
+  margin, confidence = reporting.margin_and_confidence(entries)
   n = info["train_examples"]
   lines = [
       f"MNIST, {info['seeds']} seed(s), mean ± std (ddof = 1); model "
@@ -93,9 +95,8 @@ def table_markdown(comparison) -> str:
       " x N), in units of the training set N = "
       f"{n}. FGSM only: `experiments.report` attacks the saved models with "
       "PGD, noise and transfer. FGSM − control: the mean paired difference "
-      f"over seeds, its {difference_confidence(entries):.0%} t interval and "
-      "the verdict (margin "
-      f"±{equivalence_margin(entries):g}; BUILD_NOTES.md, \"Verdicts\").",
+      f"over seeds, its {confidence:.0%} t interval and the verdict (margin "
+      f"±{margin:g}; BUILD_NOTES.md, \"Verdicts\").",
       "",
       "| method | family | clean | FGSM | FGSM − control | FGSM stale | "
       "removed | backward passes (x N) | run s (all seeds) |",
@@ -106,7 +107,7 @@ def table_markdown(comparison) -> str:
     if control is not None and e is not control:
       gain = results.difference_cell(results.paired_difference(
           e["fgsm_accuracy"]["values"], control["fgsm_accuracy"]["values"],
-          equivalence_margin(entries), difference_confidence(entries)))
+          margin, confidence))
     def acc(key):
       return results.mean_std(e[key])
     lines.append(
@@ -116,19 +117,6 @@ def table_markdown(comparison) -> str:
         f"{e['passes']['rounds']['mean'] / n:.1f} | "
         f"{e['wall_time_s']['run']:.0f} |")
   return "\n".join(lines)
-
-
-def equivalence_margin(entries) -> float:
-  """The margin the comparison's config states (the default where an older
-  comparison.json has none)."""
-  configs = [e["config"] for e in entries]
-  return float(configs[0].get("equivalence_margin",
-                              config_lib.Config.equivalence_margin))
-
-
-def difference_confidence(entries) -> float:
-  return float(entries[0]["config"].get("confidence",
-                                        config_lib.Config.confidence))
 
 
 def main(argv):

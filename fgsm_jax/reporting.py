@@ -44,9 +44,11 @@ def comparison_from_unlearn(outcome) -> dict:
 cell = results.mean_std
 
 
-def _margin_and_confidence(entries) -> tuple[float, float]:
-  """What the comparison's config states (defaults for older JSON)."""
-  config = next(iter(entries.values()))["config"]
+def margin_and_confidence(method_entries) -> tuple[float, float]:
+  """The verdicts' equivalence margin and confidence a comparison's config
+  states (`comparison["methods"]`, a list; the defaults for JSON written
+  before they existed)."""
+  config = list(method_entries)[0]["config"]
   defaults = config_lib.Config()
   return (float(config.get("equivalence_margin", defaults.equivalence_margin)),
           float(config.get("confidence", defaults.confidence)))
@@ -83,6 +85,8 @@ def report_markdown(report, comparison, figures=()) -> str:
     lines += verdict(summary, entries, models_) + [""]
   lines += ["## Every model under the attack suite", "",
             attack_table(report), ""]
+  lines += ["## Every method against the control (paired)", "",
+            paired_table(paired_rows(comparison, report)), ""]
   lines += ["## White-box vs stale FGSM", "",
             "Stale = FGSM examples crafted against the initial model (what an "
             "evaluation that does not re-attack measures); white-box = FGSM "
@@ -90,7 +94,7 @@ def report_markdown(report, comparison, figures=()) -> str:
             "evaluation would overstate.", "",
             "| method | white-box FGSM | stale FGSM | stale − white-box "
             "(paired, interval) | PGD (suite) |", "|---|---|---|---|---|"]
-  margin, confidence = _margin_and_confidence(entries)
+  margin, confidence = margin_and_confidence(entries.values())
   for name, e in entries.items():
     gap = results.paired_difference(e["fgsm_stale_accuracy"]["values"],
                                     e["fgsm_accuracy"]["values"], margin,
@@ -137,7 +141,7 @@ def verdict(summary, entries, models_) -> list[str]:
       f"{paper['updated_fgsm'][0]:.4f}: ours {cell(updated)} white-box, "
       f"{cell(stale)} on stale examples: "
       + ("reached." if holds else "**not reached** in this setting."))
-  margin, confidence = _margin_and_confidence(entries)
+  margin, confidence = margin_and_confidence(entries.values())
   if "control" in entries:
     diff = results.paired_difference(
         entries["remove_retrain"]["fgsm_accuracy"]["values"],
@@ -163,6 +167,58 @@ def verdict(summary, entries, models_) -> list[str]:
         f"(PGD {cell(best['accuracy']['pgd'])}, robust "
         f"{cell(best['accuracy']['robust'])}).")
   return out
+
+
+def paired_rows(comparison, report=None, baseline="control") -> list[dict]:
+  """Every method against `baseline` (paired over seeds, same initial
+  models): white-box FGSM from the comparison; clean, PGD and robust
+  accuracy from the report when given (and the initial models there).
+
+  Returns:
+    one dict per (method, metric): method, metric, and
+    `results.paired_difference`'s fields.
+  """
+  entries = {e["method"]: e for e in comparison["methods"]}
+  margin, confidence = margin_and_confidence(entries.values())
+  rows = []
+  def add(method, metric, a, b):
+    rows.append({"method": method, "baseline": baseline, "metric": metric,
+                 **results.paired_difference(a, b, margin, confidence)})
+  if baseline in entries:
+    for name, e in entries.items():
+      if name != baseline:
+        add(name, "fgsm (white-box)", e["fgsm_accuracy"]["values"],
+            entries[baseline]["fgsm_accuracy"]["values"])
+  models_ = {m["model"]: m for m in (report or {}).get("models", [])}
+  if baseline in models_:
+    for name, m in models_.items():
+      if name == baseline:
+        continue
+      for metric in ("clean", "pgd", "robust"):
+        add(name, metric, m["accuracy"][metric]["values"],
+            models_[baseline]["accuracy"][metric]["values"])
+  return rows
+
+
+def paired_table(rows) -> str:
+  """`paired_rows` as markdown: mean difference, interval, verdict."""
+  if not rows:
+    return "No paired comparison: the baseline was not run."
+  first = rows[0]
+  lines = [f"Method − {first['baseline']}, paired over seeds (same initial "
+           f"models): mean difference and its {first['confidence']:.0%} t "
+           f"interval; verdict with the equivalence margin "
+           f"±{first['margin']:g} stated in the config (BUILD_NOTES.md, "
+           "\"Verdicts\").", "",
+           "| method | metric | seeds | difference [interval] | verdict |",
+           "|---|---|---|---|---|"]
+  for r in rows:
+    lines.append(f"| {r['method']} | {r['metric']} | {r['n']} | "
+                 f"{results.difference_cell(r, verdict=False)} | "
+                 f"{r['verdict']}"
+                 + (" (within the margin)" if r["within_margin"]
+                    and r["verdict"] in ("helps", "hurts") else "") + " |")
+  return "\n".join(lines)
 
 
 def attack_table(report) -> str:

@@ -100,3 +100,35 @@ def test_stale_check_passes_and_fails_at_its_tolerance():
   assert not failed["passed"]
   np.testing.assert_allclose(
       failed["evidence"]["stale_minus_white_box"], 0.05)
+
+
+def test_verdicts_render_a_finished_comparison(tmp_path):
+  """experiments.verdicts reads comparison.json alone and writes the paired
+  table with intervals; a folder without one is one line and exit 2."""
+  import json
+  import subprocess
+  import sys
+
+  from conftest import REPO, error_line
+
+  def entry(method, fgsm):
+    return {"method": method, "config": {"equivalence_margin": 0.02,
+                                         "confidence": 0.95},
+            "fgsm_accuracy": results.stat(fgsm)}
+  comparison = {"methods": [entry("control", [0.50, 0.70, 0.80]),
+                            entry("pgd_at", [0.94, 0.95, 0.94])]}
+  (tmp_path / "comparison.json").write_text(json.dumps(comparison))
+  run = lambda folder: subprocess.run(
+      [sys.executable, "-m", "experiments.verdicts", f"--run_dir={folder}"],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  done = run(tmp_path)
+  assert done.returncode == 0, done.stderr
+  rows = json.loads((tmp_path / "verdicts-control.json").read_text())["rows"]
+  assert [r["method"] for r in rows] == ["pgd_at"]
+  expected = results.paired_difference([0.94, 0.95, 0.94], [0.50, 0.70, 0.80],
+                                       0.02)
+  assert rows[0]["interval"] == expected["interval"]
+  assert results.difference_cell(expected, verdict=False) in done.stdout
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  error_line(run(empty), 2, "no readable comparison.json")
