@@ -117,8 +117,8 @@ def test_the_run_makes_no_host_transfers(data):
 
 @pytest.fixture(scope="module")
 def one_seed(data):
-  """The pretrained model and a two-round remove_retrain run of seed 0,
-  as the two programs `experiments.compare` runs."""
+  """Seed 0's pretrained model, trained by its own program as
+  `experiments.compare` does before running each method's rounds."""
   config = dataclasses.replace(CONFIG, seeds=1)
   hp = loop.hparams_from(config)
   key = loop.seed_keys(config)[0]
@@ -167,8 +167,10 @@ def test_rounds_carry_or_reset_the_optimizer_state(data, one_seed, method,
     assert count(state.train) == expected
 
 
-def test_learning_rate_and_target_compile_nothing_new(program, data, traces):
-  """Traced numbers (HParams): new values run the same compiled program."""
+def test_learning_rate_and_target_compile_nothing_new(program, data, outcome,
+                                                     traces):
+  """Traced numbers (HParams): new values run the same compiled program
+  (`outcome` has compiled it once)."""
   other = dataclasses.replace(CONFIG, learning_rate=1e-2, target_accuracy=0.5)
   before = len(traces)
   program(loop.seed_keys(other), data, loop.hparams_from(other))
