@@ -1,6 +1,6 @@
 r"""Our speed beside a PyTorch eager reference and this machine's matmul roofline.
 
-  MNIST_DIR=../shared/data/mnist python -m experiments.benchmark \
+  python -m experiments.benchmark \
       [--models=lenet,lenet5] [--batch_sizes=128,1024] [--json=FILE]
 
 Needs the extra `[bench]` (PyTorch). For each model and batch size, after a
@@ -57,7 +57,7 @@ flags.DEFINE_integer("pass_repeats", 1,
 flags.DEFINE_float("epsilon", 0.1, "FGSM radius")
 flags.DEFINE_string("conv_impl", "auto", "our convolution: auto, "
                     "shifted_matmul or xla")
-flags.DEFINE_string("data_dir", None, "MNIST IDX folder (else MNIST_DIR/TFDS)")
+common.define_data_flags()
 flags.DEFINE_string("json", None, "also write the results to this file")
 
 
@@ -329,11 +329,11 @@ def main(argv):
     import torch  # noqa: F401  (only checks it is installed)
   except ImportError:
     sys.exit("error: the benchmark needs PyTorch: pip install -e '.[bench]'")
-  try:
-    mnist = data.load_mnist(FLAGS.data_dir)
-  except data.DataError as e:
-    sys.exit(f"error: {e}")
+  mnist, source = common.load_full(FLAGS.dataset)
+  print(f"data: {data.DATASETS[FLAGS.dataset].title} from "
+        f"{source.description}", flush=True)
   out = measure(mnist)
+  out.update(dataset=FLAGS.dataset, data_source=source.to_dict())
   if FLAGS.json:
     results.write_json_atomic(FLAGS.json, out)
     print(f"wrote {FLAGS.json}")

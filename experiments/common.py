@@ -28,6 +28,8 @@ from fgsm_jax import data as data_lib
 from fgsm_jax import methods
 
 HELP = {
+    "dataset": "mnist (the paper's; bundled) or fashion_mnist (see "
+               "--data_dir)",
     "epsilon": "FGSM L-inf radius in [0, 1]",
     "model": "lenet (paper Fig. 3) or lenet5 (Fig. 4)",
     "conv_impl": "auto, shifted_matmul or xla",
@@ -44,23 +46,97 @@ HELP = {
     "train_size": "first N training examples (0 = all)",
     "test_size": "first N test examples (0 = all)",
     "method": f"one of {', '.join(methods.METHODS)}",
+    "forget_batch_size": "forget-set examples beside each retain minibatch",
+    "neggrad_alpha": "neggrad_plus: weight of the retain CE",
+    "ascent_cap": "neggrad_plus, scrub: per-example cap of the ascent loss",
+    "relabel_weight": "relabel, salun: weight of the forget term",
+    "salun_sparsity": "salun: fraction of weights frozen",
+    "scrub_alpha": "scrub: weight of the retain KD term",
+    "scrub_gamma": "scrub: weight of the retain CE term",
+    "scrub_temperature": "scrub: KD temperature",
+    "scrub_max_epochs": "scrub: epochs with max steps",
+    "fgsm_at_alpha": "fgsm_at: weight of the clean CE",
+    "fgsm_rs_step": "fgsm_rs: step, in units of epsilon",
+    "pgd_steps": "pgd_at, trades: attack steps in training",
+    "pgd_step_size": "pgd_at, trades: attack step size",
+    "trades_beta": "trades: weight of the KL term",
+    "equivalence_margin": "'no detectable effect' needs the whole interval "
+                          "inside +-this (accuracy)",
+    "confidence": "of the paired t intervals",
 }
 _DEFINE = {int: flags.DEFINE_integer, float: flags.DEFINE_float,
            str: flags.DEFINE_string}
 FIELDS = tuple(f.name for f in dataclasses.fields(config_lib.Config))
 
 
+# --help's sections after the run's own flags: absl groups flags by the
+# module that defined them, and these are registered under these names.
+HYPERPARAMETER_GROUP = "method hyperparameters"
+VERDICT_GROUP = "verdicts"
+HELP_SECTIONS = (
+    (HYPERPARAMETER_GROUP, "Method hyperparameters (fgsm_jax/config.py "
+                           "gives each one's source)"),
+    (VERDICT_GROUP, "Verdicts (a paired difference over seeds)"),
+)
+
+
+def main_module() -> str:
+  """The name absl files the running entry point's own flags under."""
+  return sys.argv[0]
+
+
 def define_config_flags(exclude=()):
-  """A flag per `Config` field (method hyperparameters: see config.py)."""
+  """A flag per `Config` field: the run's own under the entry point, the
+  method hyperparameters and the verdict numbers in groups of their own;
+  then the data flags."""
   for field in dataclasses.fields(config_lib.Config):
     if field.name in exclude:
       continue
+    group = (HYPERPARAMETER_GROUP
+             if field.name in config_lib.METHOD_HYPERPARAMETERS else
+             VERDICT_GROUP if field.name in config_lib.VERDICT_FIELDS
+             else main_module())
     kind = type(field.default)
-    _DEFINE[kind](field.name, None,
-                  HELP.get(field.name, f"Config.{field.name} (fgsm_jax/config.py)"))
-  flags.DEFINE_string("data_dir", None,
-                      "folder of the four MNIST IDX files; default "
-                      "$MNIST_DIR, else tensorflow-datasets")
+    text = HELP.get(field.name, f"Config.{field.name} (fgsm_jax/config.py)")
+    if group != main_module():  # No preset changes these.
+      text += f" (default {field.default})"
+    _DEFINE[kind](field.name, None, text, module_name=group)
+  define_data_flags(dataset=False)
+
+
+def define_data_flags(dataset: bool = True, dataset_default: str | None = "mnist"):
+  """--data_dir and --data_source (and --dataset, unless it is a config
+  flag) of an entry point that reads a dataset."""
+  if dataset:
+    flags.DEFINE_enum("dataset", dataset_default, list(data_lib.DATASETS),
+                      HELP["dataset"], module_name=main_module())
+  flags.DEFINE_string(
+      "data_dir", None,
+      "folder of the dataset's four IDX files; default $MNIST_DIR, else the "
+      "MNIST bundled with the package (Fashion-MNIST: $FASHION_MNIST_DIR, "
+      "else /usr/share/datasets/fashion-mnist, else a copy "
+      "tensorflow-datasets prepared)",
+      module_name=main_module())
+  flags.DEFINE_enum(
+      "data_source", "auto", list(data_lib.DATA_SOURCES),
+      "auto: --data_dir's order; tfds: tensorflow-datasets only, "
+      "downloading if it must (needs internet)",
+      module_name=main_module())
+
+
+def help_text() -> str:
+  """--help: the entry point's description, its own flags (the run's),
+  then the method hyperparameters and the verdict numbers."""
+  doc = (sys.modules["__main__"].__doc__ or "").strip()
+  by_module = flags.FLAGS.flags_by_module_dict()
+  parts = [doc, ""] if doc else []
+  for module, title in ((main_module(), "Flags of this run"),) + HELP_SECTIONS:
+    if module not in by_module:
+      continue
+    body = flags.FLAGS.module_help(module).strip("\n").split("\n", 1)[1]
+    parts += [f"{title}:", body, ""]
+  parts.append("--helpfull lists every flag, the libraries' too.")
+  return "\n".join(parts)
 
 
 def fail(message: str) -> None:
@@ -93,9 +169,16 @@ def check_finite(records: list[dict], what: str,
                  "--learning_rate")
 
 
+HELP_FLAGS = ("--help", "-help", "--helpshort", "-helpshort", "-?")
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, a bad value one line and exit 2 like every other
-  input error (`app.run(main, flags_parser=common.parse_flags)`)."""
+  input error (`app.run(main, flags_parser=common.parse_flags)`); --help
+  prints `help_text()` and exits 0."""
+  if any(a in HELP_FLAGS for a in argv[1:]):
+    print(help_text())
+    sys.exit(0)
   try:
     argv = flags.FLAGS(argv)
   except flags.Error as e:
@@ -167,12 +250,44 @@ def earlier_json(path: str) -> dict:
     return {}
 
 
-def load_data(config: config_lib.Config) -> data_lib.Dataset:
+def load_full(name: str) -> tuple[data_lib.Dataset, data_lib.Source]:
+  """Dataset `name`, whole, from --data_dir / --data_source's source, and
+  that source; a bad or missing source is one line and exit 2."""
   try:
-    return data_lib.take(data_lib.load_mnist(flags.FLAGS.data_dir),
-                         config.train_size, config.test_size)
+    return data_lib.load_dataset(name, flags.FLAGS.data_dir,
+                                 flags.FLAGS.data_source)
+  except data_lib.DataNotFound as e:
+    fail(str(e))
   except data_lib.DataError as e:
-    fail(f"{e} (set --data_dir or MNIST_DIR to a folder of the MNIST IDX files)")
+    info = data_lib.DATASETS.get(name, data_lib.DATASETS["mnist"])
+    fail(f"{e} (set --data_dir or {info.env} to a folder of the "
+         f"{info.title} IDX files)")
+
+
+def load_data(config: config_lib.Config
+              ) -> tuple[data_lib.Dataset, data_lib.Source]:
+  """`config.dataset`, cut to `config`'s sizes, and its source."""
+  dataset, source = load_full(config.dataset)
+  try:
+    return (data_lib.take(dataset, config.train_size, config.test_size),
+            source)
+  except data_lib.DataError as e:
+    fail(str(e))
+
+
+def header_line(config: config_lib.Config, source: data_lib.Source,
+                methods_run: str | None = None) -> str:
+  """What the run is, before its first epoch: model, dataset and source,
+  epochs, rounds, method(s), seeds."""
+  figure = {"lenet": "the paper's Fig. 3", "lenet5": "Fig. 4"}[config.model]
+  rounds = (f"up to {config.rounds} round(s) of {config.retrain_epochs} "
+            f"epoch(s)" + (f" (stop at FGSM {config.target_accuracy})"
+                           if config.target_accuracy < 1 else ""))
+  return (f"run: model {config.model} ({figure}); dataset "
+          f"{data_lib.DATASETS[config.dataset].title} from "
+          f"{source.description}; {config.epochs} initial epoch(s), "
+          f"{rounds}; method {methods_run or config.method}; "
+          f"{config.seeds} seed(s); epsilon {config.epsilon}")
 
 
 class ProgressPrinter:

@@ -2,6 +2,7 @@ r"""Every method from the same trained models, under one budget and evaluation.
 
   python -m experiments.compare --epsilon=0.1 --seeds=2
   python -m experiments.compare --methods=control,remove_retrain,pgd_at
+  python -m experiments.compare --dataset=fashion_mnist --seeds=3
 
 Trains the initial model of each seed once (seeds vmapped), then runs each
 method's rounds from it (one compiled program per method, seeds vmapped) and
@@ -81,7 +82,8 @@ def table_markdown(comparison) -> str:
   margin, confidence = reporting.margin_and_confidence(entries)
   n = info["train_examples"]
   lines = [
-      f"MNIST, {info['seeds']} seed(s), mean ± std (ddof = 1); model "
+      f"{reporting.dataset_title(info)}, {info['seeds']} seed(s), mean ± std "
+      "(ddof = 1); model "
       f"{info['model']}, "
       f"epsilon {info['epsilon']}, preset {info['preset']}, "
       f"{info['settings']} (the paper's rounds cap is ours: it sets none)",
@@ -130,9 +132,11 @@ def main(argv):
   out_dir = common.output_dir(
       common.interrupted_run(FLAGS.output_dir, "compare", "comparison.md")
       if FLAGS.resume else FLAGS.output_dir, "compare")
-  dataset = common.load_data(config)
+  dataset, source = common.load_data(config)
   n_train = int(dataset.train_labels.shape[0])
-  print(f"config: {config}", flush=True)
+  print(common.header_line(config, source, ", ".join(FLAGS.methods)),
+        flush=True)
+  print(f"settings: {config_lib.describe(config)}", flush=True)
 
   mesh = sharding.seed_mesh(config.seeds)
   keys, data, hp = sharding.place(mesh, loop.seed_keys(config),
@@ -190,6 +194,7 @@ def main(argv):
           "preset": FLAGS.preset,
           "settings": config_lib.describe(config),
           "model": config.model, "epsilon": config.epsilon,
+          "dataset": config.dataset, "data_source": source.to_dict(),
           "seeds": config.seeds, "train_examples": n_train,
           "test_examples": int(dataset.test_labels.shape[0]),
           "initial": {"clean_accuracy": results.stat(first.clean_accuracy),

@@ -4,6 +4,8 @@ r"""Robust accuracy of the models a comparison saved, under a suite of attacks.
   python -m experiments.report --compare_dir=DIR --test_size=1000 --pgd_restarts=2
   python -m experiments.report --unlearn_dir=runs/unlearn-<time>
 
+The test set is the run's dataset (results.json / comparison.json say which).
+
 For every model `experiments.compare` saved (the shared initial models and
 each method's final ones, every seed), or the final models of an
 `experiments.unlearn` run: clean accuracy, FGSM with true and
@@ -36,6 +38,7 @@ from absl import app, flags
 from experiments import common
 from fgsm_jax import attacks
 from fgsm_jax import config as config_lib
+from fgsm_jax import data as data_lib
 from fgsm_jax import loop, models, plots, reporting, results, robustness
 
 FLAGS = flags.FLAGS
@@ -55,8 +58,7 @@ flags.DEFINE_bool("transfer_other", True,
 flags.DEFINE_bool("plots", True, "write sweep.png, rounds.png, digits.png")
 flags.DEFINE_integer("chunk_size", 500, "examples per chunk")
 flags.DEFINE_integer("seed", 0, "attack PRNG seed")
-flags.DEFINE_string("data_dir", None,
-                    "MNIST IDX folder; default $MNIST_DIR, else TFDS")
+common.define_data_flags(dataset_default=None)
 
 OTHER_MODEL = {"lenet": "lenet5", "lenet5": "lenet"}
 GRID_MODELS = ("initial", "remove_retrain", "pgd_at")
@@ -88,13 +90,19 @@ def main(argv):
   config = config_lib.Config(**{k: v for k, v in
                                 comparison["methods"][0]["config"].items()
                                 if k in fields})
-  mnist = common.load_data(dataclasses.replace(config,
-                                               test_size=FLAGS.test_size))
+  if FLAGS.dataset is not None and FLAGS.dataset != config.dataset:
+    common.fail(f"--dataset={FLAGS.dataset} but {path} was trained and "
+                f"scored on {config.dataset}; drop --dataset (the run's is "
+                "used) or give the run's")
+  dataset, source = common.load_data(dataclasses.replace(
+      config, test_size=FLAGS.test_size))
+  print(f"report: {data_lib.DATASETS[config.dataset].title} test set from "
+        f"{source.description}", flush=True)
   apply_fn = models.make_apply(config.model, config.conv_impl)
   suite = robustness.AttackSuite(FLAGS.pgd_steps, FLAGS.pgd_step_size,
                                  FLAGS.pgd_restarts, FLAGS.noise_draws)
-  images = jnp.asarray(mnist.test_images)
-  labels = jnp.asarray(mnist.test_labels)
+  images = jnp.asarray(dataset.test_images)
+  labels = jnp.asarray(dataset.test_labels)
   key = jax.random.key(FLAGS.seed)
 
   # Transfer sources: trained like the initial models, on other seeds.
@@ -124,7 +132,7 @@ def main(argv):
     for i, (name, c) in enumerate(source_configs.items()):
       start = time.perf_counter()
       pretrain = jax.jit(loop.vmap_seeds(loop.make_pretrain(c), 1))
-      source = pretrain(loop.seed_keys(c), jax.device_put(mnist),
+      source = pretrain(loop.seed_keys(c), jax.device_put(dataset),
                         loop.hparams_from(c))
       params = jax.tree.map(lambda x: x[0], source.train.params)
       source_apply = models.make_apply(c.model, c.conv_impl)
@@ -168,6 +176,8 @@ def main(argv):
       "command": " ".join(["python -m experiments.report"] + sys.argv[1:]),
       "run_dir": run_dir,
       "models_command": comparison.get("command"),
+      "dataset": config.dataset,
+      "data_source": source.to_dict(),
       "test_examples": int(labels.shape[0]),
       "attacks": attack_info,
       "sweep_attack": "PGD, 10 steps of 0.25 epsilon, random start",
@@ -254,7 +264,8 @@ def _plots(report, comparison, params_files, out, apply_fn, images, labels,
            suite, epsilon, key) -> list[tuple[str, str]]:
   """The three PNGs beside report.md; returns (file, caption) pairs."""
   a = report["attacks"]
-  setting = (f"MNIST, {report['test_examples']} test examples, model "
+  setting = (f"{reporting.dataset_title(comparison['setup'])}, "
+             f"{report['test_examples']} test examples, model "
              f"{comparison['setup']['model']}")
   plots.sweep_plot(report["models"], os.path.join(out, "sweep.png"),
                    f"Accuracy vs epsilon ({report['sweep_attack']})\n"
@@ -262,8 +273,8 @@ def _plots(report, comparison, params_files, out, apply_fn, images, labels,
                    {e["method"] for e in comparison["methods"]
                     if e.get("family") == "defense"})
   plots.rounds_plot(comparison["methods"], os.path.join(out, "rounds.png"),
-                    f"Per round, mean over {comparison['setup']['seeds']} "
-                    f"seed(s); epsilon {a['epsilon']}; {setting}")
+                    f"Per round; epsilon {a['epsilon']}; {setting}",
+                    comparison["setup"]["seeds"])
   figures = [("sweep.png", "accuracy vs epsilon for every model"),
              ("rounds.png", "per-round clean, white-box FGSM and stale "
                             "(transfer from the initial model) accuracy")]
@@ -283,7 +294,8 @@ def _plots(report, comparison, params_files, out, apply_fn, images, labels,
   if rows:
     plots.digit_grid(np.asarray(images[:k]), np.asarray(labels[:k]), rows,
                      os.path.join(out, "digits.png"),
-                     f"First {k} test digits and their PGD-{suite.pgd_steps} "
+                     f"First {k} {reporting.dataset_title(comparison['setup'])}"
+                     f" test images and their PGD-{suite.pgd_steps} "
                      f"examples (epsilon {epsilon}, one start) against each "
                      "model, seed 0; red = wrong")
     figures.append(("digits.png", "clean vs PGD digits with predictions"))

@@ -1,6 +1,6 @@
 r"""How the cost of a run grows with seeds and with the training-set size.
 
-  MNIST_DIR=../shared/data/mnist python -m experiments.scaling \
+  python -m experiments.scaling \
       [--seeds=1,2,4,8] [--seed_train_size=6000] \
       [--train_sizes=7500,15000,30000,60000] [--json=FILE]
 
@@ -29,12 +29,13 @@ flags.DEFINE_integer("seed_train_size", 6000, "training examples, seed sweep")
 flags.DEFINE_list("train_sizes", ["7500", "15000", "30000", "60000"],
                   "training-set sizes, one seed")
 flags.DEFINE_integer("test_size", 1000, "test examples in every run")
-flags.DEFINE_string("data_dir", None, "MNIST IDX folder (else MNIST_DIR/TFDS)")
+common.define_data_flags()
 flags.DEFINE_string("json", None, "also write the results to this file")
 
 
 def timed_run(mnist, seeds: int, train_size: int) -> dict:
-  config = fj.get_config("default", model=FLAGS.model, seeds=seeds, epochs=1,
+  config = fj.get_config("default", dataset=FLAGS.dataset,
+                         model=FLAGS.model, seeds=seeds, epochs=1,
                          retrain_epochs=1, rounds=1, train_size=train_size,
                          test_size=FLAGS.test_size)
   out = runner.run_unlearning(
@@ -47,11 +48,9 @@ def timed_run(mnist, seeds: int, train_size: int) -> dict:
 
 def main(argv):
   del argv
-  try:
-    mnist = data.load_mnist(FLAGS.data_dir)
-  except data.DataError as e:
-    sys.exit(f"error: {e}")
+  mnist, source = common.load_full(FLAGS.dataset)
   out = {"command": " ".join(["python -m experiments.scaling"] + sys.argv[1:]),
+         "dataset": FLAGS.dataset, "data_source": source.to_dict(),
          "model": FLAGS.model, "test_size": FLAGS.test_size, "seeds": [],
          "train_sizes": []}
   for seeds in map(int, FLAGS.seeds):

@@ -1,9 +1,13 @@
-r"""The paper's unlearning loop on MNIST: train, attack, select, unlearn, repeat.
+r"""The paper's unlearning loop: train, attack, select, unlearn, repeat.
 
   python -m experiments.unlearn --epsilon=0.1
   python -m experiments.unlearn --preset=paper --seeds=3 --output_dir=runs/paper
+  python -m experiments.unlearn --preset=smoke --dataset=fashion_mnist
 
-Prints progress and the paper's Table 1 beside ours; writes results.json,
+MNIST (bundled with the package) unless --dataset says otherwise.
+
+Prints progress and the paper's Table 1 beside ours (MNIST; other datasets:
+our figures alone); writes results.json,
 the final models (params.msgpack, a leading seed axis; results.read_params)
 and two views: rounds.png (per-round clean, white-box FGSM and stale FGSM
 accuracy) and digits-fgsm.png (test digits, their FGSM images against the final
@@ -21,6 +25,7 @@ from absl import app, flags
 
 from experiments import common
 from fgsm_jax import config as config_lib
+from fgsm_jax import data as data_lib
 from fgsm_jax import results
 
 FLAGS = flags.FLAGS
@@ -72,10 +77,12 @@ def main(argv):
   given = (common.interrupted_run(FLAGS.output_dir, "unlearn", "results.json")
            if FLAGS.resume else FLAGS.output_dir)
   output_dir = common.output_dir(given, "unlearn")
-  dataset = common.load_data(config)
+  dataset, source = common.load_data(config)
 
   from fgsm_jax import checkpoint, runner
-  print(f"config: {config}", flush=True)
+  print(common.header_line(config, source), flush=True)
+  print(f"settings: {config_lib.describe(config)}; every value is in "
+        "results.json", flush=True)
   printer = (common.ProgressPrinter(
       config.seeds, epochs=config.epochs + config.rounds * config.retrain_epochs)
       if FLAGS.progress else None)
@@ -95,6 +102,7 @@ def main(argv):
           f"{outcome['resumed_after_round']} round(s) were restored, not "
           "run again", flush=True)
   outcome["command"] = " ".join(["python -m experiments.unlearn"] + sys.argv[1:])
+  outcome["data"].update(dataset=config.dataset, source=source.to_dict())
   common.check_finite(outcome["per_seed"], f"method {config.method}",
                       discard=checkpoints)
 
@@ -115,7 +123,7 @@ def main(argv):
             flush=True)
   times = outcome["wall_time_s"]
   print()
-  print(results.table1_markdown(outcome["summary"]))
+  print(results.table1_markdown(outcome["summary"], config.dataset))
   passes = [r["passes"]["total"]["backward"] for r in outcome["per_seed"]]
   n_train = outcome["data"]["train_examples"]
   print(f"\nmethod {config.method}; backward passes per seed: "
@@ -130,12 +138,13 @@ def _plots(outcome, final_params, dataset, config, output_dir, suffix):
   import numpy as np
   from fgsm_jax import attacks, models, plots, reporting
   seeds = len(outcome["per_seed"])
-  setting = (f"{config.model}, epsilon {config.epsilon}, "
+  title = data_lib.DATASETS[config.dataset].title
+  setting = (f"{title}, {config.model}, epsilon {config.epsilon}, "
              f"{outcome['data']['test_examples']} test examples")
   plots.rounds_plot(
       reporting.comparison_from_unlearn(outcome)["methods"],
       os.path.join(output_dir, f"rounds{suffix}.png"),
-      f"Per round, mean over {seeds} seed(s); {setting}")
+      f"Per round; {setting}", seeds)
   apply_fn = models.make_apply(config.model, config.conv_impl)
   params = jax.tree.map(lambda x: x[0], final_params)
   k = 8
@@ -146,7 +155,7 @@ def _plots(outcome, final_params, dataset, config, output_dir, suffix):
            np.asarray(jnp.argmax(apply_fn(params, adv), -1)))]
   plots.digit_grid(np.asarray(images), np.asarray(labels), rows,
                    os.path.join(output_dir, f"digits-fgsm{suffix}.png"),
-                   f"First {k} test digits, their white-box FGSM images "
+                   f"First {k} {title} test images, their white-box FGSM images "
                    f"(epsilon {config.epsilon}) and the final model's "
                    f"predictions (seed 0, method {config.method}); red = wrong",
                    np.asarray(jnp.argmax(apply_fn(params, images), -1)))

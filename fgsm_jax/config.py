@@ -6,7 +6,7 @@ import dataclasses
 import math
 from typing import Any
 
-from fgsm_jax import methods, models
+from fgsm_jax import data, methods, models
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,6 +17,7 @@ class Config:
   learning_rate and target_accuracy reach the program as traced values
   (`HParams`), so changing them does not recompile.
   """
+  dataset: str = "mnist"          # 'mnist' (the paper's) or 'fashion_mnist'.
   model: str = "lenet"            # 'lenet' (Fig. 3) or 'lenet5' (Fig. 4).
   conv_impl: str = "auto"         # 'auto', 'shifted_matmul' or 'xla'.
   epsilon: float = 0.1            # FGSM L-inf radius.
@@ -68,6 +69,9 @@ class Config:
   confidence: float = 0.95
 
   def __post_init__(self):
+    if self.dataset not in data.DATASETS:
+      raise ValueError(f"unknown dataset {self.dataset!r}; choose one of "
+                       f"{list(data.DATASETS)}")
     models.get_model(self.model, self.conv_impl)
     if self.method not in methods.METHODS:
       raise ValueError(f"unknown method {self.method!r}; choose one of "
@@ -114,6 +118,16 @@ class Config:
     return dataclasses.asdict(self)
 
 
+# The fields that tune one method's objective (--help lists them apart from
+# the run's own flags), and the verdict rule's two numbers.
+METHOD_HYPERPARAMETERS = (
+    "forget_batch_size", "neggrad_alpha", "ascent_cap", "relabel_weight",
+    "salun_sparsity", "scrub_alpha", "scrub_gamma", "scrub_temperature",
+    "scrub_max_epochs", "fgsm_at_alpha", "fgsm_rs_step", "pgd_steps",
+    "pgd_step_size", "trades_beta")
+VERDICT_FIELDS = ("equivalence_margin", "confidence")
+
+
 PRESETS = {
     # The paper's hyperparameters (Sec. 4): Fig. 3 LeNet, Adam 1e-3, batch 128,
     # 15 epochs, 100 examples removed per round, 15 more epochs after each
@@ -142,7 +156,7 @@ PRESETS = {
 def describe(config: Config) -> str:
   """One line saying how a run differs from the paper's settings (Sec. 4)."""
   paper = PRESETS["paper"]
-  fields = ("model", "epochs", "retrain_epochs", "rounds", "forget_per_round",
+  fields = ("dataset", "model", "epochs", "retrain_epochs", "rounds", "forget_per_round",
             "target_accuracy", "train_size", "test_size", "batch_size",
             "learning_rate")
   changed = [f"{f}={getattr(config, f)} (paper: {getattr(paper, f)})"

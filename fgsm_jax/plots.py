@@ -64,21 +64,53 @@ ROUND_PANELS = (
 )
 
 
-def rounds_plot(methods: list[dict], path: str, title: str) -> None:
+# Panels of one family share their accuracy axis.
+ROUND_FAMILY = {"clean_accuracy": "clean", "fgsm_accuracy": "adversarial",
+                "transfer_accuracy": "adversarial"}
+MIN_SPAN = 0.05
+
+
+def _accuracy_limits(low: float, high: float) -> tuple[float, float]:
+  """An axis holding [low, high] with a margin, at least MIN_SPAN tall,
+  inside [0, 1] (plus a little room at the ends)."""
+  if not np.isfinite(low) or not np.isfinite(high):
+    return -0.02, 1.02
+  middle = (low + high) / 2
+  half = max(high - low, MIN_SPAN) / 2 * 1.15
+  low, high = middle - half, middle + half
+  if low < -0.02:
+    low, high = -0.02, high - low - 0.02
+  if high > 1.02:
+    low, high = low - (high - 1.02), 1.02
+  return max(low, -0.02), high
+
+
+def rounds_plot(methods: list[dict], path: str, title: str,
+                seeds: int | None = None) -> None:
   """Per-round clean, white-box FGSM and stale (transfer from the initial
   model) accuracy of every method, mean over seeds.
 
+  The two adversarial panels share one accuracy axis and the clean panel
+  has its own (one per metric family), each at least 0.05 tall, so a change
+  of 0.0001 stays a flat line instead of filling a panel.
+
   methods: comparison.json's "methods" (per_seed[i]["rounds"] rows; those
-  of family 'defense' drawn dashed).
+  of family 'defense' drawn dashed); seeds: how many each mean averages,
+  noted in the title.
   """
   defenses = {m["method"] for m in methods if m.get("family") == "defense"}
-  fig, axes = plt.subplots(1, 3, figsize=(15, 4.8), sharey=False)
+  fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
+  spans = {}
   for ax, (metric, label) in zip(axes, ROUND_PANELS):
     for i, m in enumerate(methods):
       runs = [[row[metric] for row in r["rounds"]] for r in m["per_seed"]]
       length = min(len(r) for r in runs)
       values = np.asarray([r[:length] for r in runs], float)
-      ax.plot(np.arange(length), np.nanmean(values, 0), marker="o",
+      mean = np.nanmean(values, 0)
+      family = ROUND_FAMILY[metric]
+      low, high = spans.get(family, (np.inf, -np.inf))
+      spans[family] = (min(low, np.nanmin(mean)), max(high, np.nanmax(mean)))
+      ax.plot(np.arange(length), mean, marker="o",
               label=m["method"],
               **_style(m["method"], i + 1 if len(methods) > 1 else 0,
                        defenses))
@@ -86,7 +118,12 @@ def rounds_plot(methods: list[dict], path: str, title: str) -> None:
            title=label)
     ax.set_xticks(np.arange(length))
     ax.grid(alpha=0.3)
+  for ax, (metric, _) in zip(axes, ROUND_PANELS):
+    ax.set_ylim(*_accuracy_limits(*spans[ROUND_FAMILY[metric]]))
   axes[0].legend(fontsize=8, title="method (dashed: defenses)")
+  if seeds is not None:
+    title = (f"{title}\nmean over {seeds} seed(s)" +
+             (" (one run: no spread to show)" if seeds == 1 else ""))
   fig.suptitle(title)
   fig.tight_layout()
   _save(fig, path)

@@ -12,7 +12,7 @@ import json
 import numpy as np
 
 from fgsm_jax import config as config_lib
-from fgsm_jax import results
+from fgsm_jax import data, results
 
 
 def comparison_from_unlearn(outcome) -> dict:
@@ -28,6 +28,8 @@ def comparison_from_unlearn(outcome) -> dict:
                 "settings": config_lib.describe(config_lib.Config(
                     **{k: v for k, v in config.items() if k in fields})),
                 "model": config["model"], "epsilon": config["epsilon"],
+                "dataset": config.get("dataset", "mnist"),
+                "data_source": outcome["data"].get("source"),
                 "seeds": len(records),
                 "train_examples": outcome["data"]["train_examples"],
                 "test_examples": outcome["data"]["test_examples"],
@@ -42,6 +44,15 @@ def comparison_from_unlearn(outcome) -> dict:
 
 
 cell = results.mean_std
+
+
+def dataset_of(setup: dict) -> str:
+  """A comparison's dataset (runs from before --dataset: MNIST)."""
+  return setup.get("dataset", "mnist")
+
+
+def dataset_title(setup: dict) -> str:
+  return data.DATASETS[dataset_of(setup)].title
 
 
 def margin_and_confidence(method_entries) -> tuple[float, float]:
@@ -75,19 +86,27 @@ def report_markdown(report, comparison, figures=()) -> str:
   lines = ["# Robustness report", "",
            f"Models: `{report.get('models_command')}`  ",
            f"Attacks: `{report['command']}`  ",
-           f"Setting: MNIST, model {setup['model']}, epsilon "
+           f"Setting: {dataset_title(setup)}, model {setup['model']}, epsilon "
            f"{setup['epsilon']}, {setup['seeds']} seed(s), preset "
            f"{setup['preset']}: {setup['settings']}.", ""]
-  if "remove_retrain" in entries:
+  if "remove_retrain" in entries and dataset_of(setup) == "mnist":
     summary = results.summarize(entries["remove_retrain"]["per_seed"])
     lines += ["## The paper's Table 1 beside ours (the paper's method: "
               "remove_retrain)", "", results.table1_markdown(summary), ""]
     lines += verdict(summary, entries, models_) + [""]
-  lines += ["## Every model under the attack suite", "",
+  elif "remove_retrain" in entries:
+    summary = results.summarize(entries["remove_retrain"]["per_seed"])
+    lines += ["## Table 1's rows, ours alone (the paper's method: "
+              "remove_retrain; the paper has no figures for "
+              f"{dataset_title(setup)})", "",
+              results.table1_markdown(summary, dataset_of(setup)), ""]
+  lines += [f"## Every model under the attack suite ({dataset_title(setup)})",
+            "",
             attack_table(report), ""]
-  lines += ["## Every method against the control (paired)", "",
+  lines += [f"## Every method against the control (paired; "
+            f"{dataset_title(setup)})", "",
             paired_table(paired_rows(comparison, report)), ""]
-  lines += ["## White-box vs stale FGSM", "",
+  lines += [f"## White-box vs stale FGSM ({dataset_title(setup)})", "",
             "Stale = FGSM examples crafted against the initial model (what an "
             "evaluation that does not re-attack measures); white-box = FGSM "
             "against the model itself. A positive gap is what a stale "

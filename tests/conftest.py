@@ -12,18 +12,35 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def mnist_dir():
-  path = os.environ.get("MNIST_DIR") or os.path.join(REPO, "..", "shared",
-                                                     "data", "mnist")
-  return path if os.path.isdir(path) else None
+  """$MNIST_DIR if set, else the folder of the MNIST bundled with the
+  package (always there: a plain install carries it)."""
+  path = os.environ.get("MNIST_DIR")
+  if path:
+    return path
+  with data_lib.bundled_dir() as folder:  # A real folder in a source install.
+    return folder
+
+
+FASHION_DIRS = (os.path.join(REPO, "..", "shared", "data", "fashion-mnist"),
+                data_lib.DATASETS["fashion_mnist"].system_dir)
+
+
+def fashion_dir():
+  """A folder of Fashion-MNIST's IDX files: $FASHION_MNIST_DIR, the
+  project machines' copy beside the repo, or Debian's package's; None if
+  none exists (CI, which has it, fails instead of skipping)."""
+  for path in (os.environ.get("FASHION_MNIST_DIR"),) + FASHION_DIRS:
+    if path and os.path.isdir(path):
+      return os.path.abspath(path)
+  if os.environ.get("CI"):
+    pytest.fail("Fashion-MNIST not found in CI: set FASHION_MNIST_DIR")
+  pytest.skip("Fashion-MNIST not found: set FASHION_MNIST_DIR")
 
 
 @pytest.fixture(scope="session")
 def mnist():
-  """Full real MNIST (numpy), read once."""
-  path = mnist_dir()
-  if path is None:
-    pytest.skip("real MNIST not found: set MNIST_DIR")
-  return data_lib.load_idx_dir(path)
+  """Full real MNIST (numpy), read once ($MNIST_DIR or the bundled copy)."""
+  return data_lib.load_mnist()
 
 
 @pytest.fixture(scope="session")

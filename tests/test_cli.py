@@ -81,8 +81,6 @@ def test_resume_picks_the_newest_unfinished_run(tmp_path):
     if finished:
       (runs / name / "results.json").write_text("{}")
   os.utime(runs / "unlearn-1", (1, 1))  # The oldest.
-  if mnist_dir() is None:
-    pytest.skip("real MNIST not found: set MNIST_DIR")
   result = subprocess.run(
       [sys.executable, "-m", "experiments.unlearn", "--resume",
        f"--data_dir={os.path.abspath(mnist_dir())}"], cwd=tmp_path,
@@ -103,8 +101,6 @@ def test_unwritable_output_dir_is_one_line_and_exit_2(tmp_path):
 def test_diverged_training_is_one_line_exit_1_and_keeps_earlier_results(
     tmp_path):
   data_dir = mnist_dir()
-  if data_dir is None:
-    pytest.skip("real MNIST not found: set MNIST_DIR")
   out = tmp_path / "out"
   out.mkdir()
   (out / "results.json").write_text('{"an": "earlier run"}')
@@ -131,8 +127,6 @@ def test_the_papers_network_end_to_end_and_a_refused_rerun_touches_nothing(
   --noplots --notensorboard no PNG and no event file is written; a re-run
   refused for bad input (exit 2) leaves every file byte for byte."""
   data_dir = mnist_dir()
-  if data_dir is None:
-    pytest.skip("real MNIST not found: set MNIST_DIR")
   import json
   import jax
   from fgsm_jax import config as config_lib, data as data_lib, evaluation

@@ -31,8 +31,6 @@ def compared(tmp_path_factory):
   """A comparison run as if cut off after two methods and run again with
   the whole list: the second run restores the initial models and the two
   methods, and runs only the rest."""
-  if mnist_dir() is None:
-    pytest.skip("real MNIST not found")
   out = tmp_path_factory.mktemp("compare") / "out"
   def run(methods, *extra):
     result = run_compare("--preset=smoke", "--seeds=2", "--train_size=512",
