@@ -109,7 +109,9 @@ def define_data_flags(dataset: bool = True, dataset_default: str | None = "mnist
   flag) of an entry point that reads a dataset."""
   if dataset:
     flags.DEFINE_enum("dataset", dataset_default, list(data_lib.DATASETS),
-                      HELP["dataset"], module_name=main_module())
+                      HELP["dataset"] + ("" if dataset_default else
+                                         "; default: the run's"),
+                      module_name=main_module())
   flags.DEFINE_string(
       "data_dir", None,
       "folder of the dataset's four IDX files; default $MNIST_DIR, else the "

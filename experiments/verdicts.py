@@ -42,7 +42,10 @@ def main(argv):
   if not rows:
     common.fail(f"baseline {FLAGS.baseline!r} is not in {FLAGS.run_dir}")
   command = " ".join(["python -m experiments.verdicts"] + sys.argv[1:])
-  table = reporting.paired_table(rows)
+  title = reporting.dataset_title(comparison.get("setup", {}))
+  table = (f"{title}, every method against {FLAGS.baseline}, paired over "
+           "seeds\n\n"
+           + reporting.paired_table(rows))
   stem = os.path.join(FLAGS.run_dir, f"verdicts-{FLAGS.baseline}")
   results.write_json_atomic(stem + ".json", {"command": command,
                                               "rows": rows})
