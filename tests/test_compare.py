@@ -146,9 +146,10 @@ def test_report_attacks_every_saved_model(compared):
   assert "| pgd_at | 2 |" in text
   assert "original model, FGSM test set | " in text  # Table 1, ours | paper.
   assert "0.0796" in text and "0.9669" in text
-  assert "| remove_retrain | " in text.split("White-box vs stale")[1]
+  assert "| remove_retrain | " in text.split(
+      "## White-box vs stale FGSM (MNIST")[1]
   # Two seeds: every paired difference is shown, none gets a verdict.
-  paired = text.split("## Every method against the control (paired)")[1]
+  paired = text.split("## Every method against the control (paired; MNIST")[1]
   assert "| remove_retrain | pgd | 2 |" in paired
   assert "no verdict (2 paired seed(s): at least 3" in text
   assert "**underpowered**" not in text and "**helps**" not in text
