@@ -121,3 +121,36 @@ def evaluate(apply_fn: ApplyFn, params: Params, images: jax.Array,
   adv_images = per_example.pop("images", None)
   metrics = EvalMetrics(**{k: jnp.mean(v) for k, v in per_example.items()})
   return metrics if adv_images is None else (metrics, adv_images)
+
+
+def still_right_pass(attack: Callable, correct: jax.Array, xs,
+                     chunk_size: int) -> jax.Array:
+  """Runs `attack` on the examples still right only; returns the new correct.
+
+  An example an earlier attack flipped stays wrong whatever later attacks
+  do, so the examples still right are sorted to the front and the chunks
+  that hold none of them are skipped (`lax.cond`): the pass costs what the
+  examples still right cost. Under `vmap` `lax.cond` runs both branches
+  (same result, no saving): call it once per model.
+
+  Args:
+    attack: (chunk of `xs`, active bool [chunk]) -> correct float [chunk]
+      after the attack; it should attack the active examples.
+    correct: float [N], 1.0 where the model is still right.
+    xs: a pytree of per-example inputs, leading axis N (images, labels, the
+      example indices for per-example keys, ...).
+    chunk_size: examples per chunk.
+
+  Returns:
+    float [N]: `correct` times the attack's outcome.
+  """
+  order = jnp.argsort(correct == 0, stable=True)  # Still right first.
+
+  def chunk(batch):
+    data, right = batch
+    return jax.lax.cond(jnp.any(right > 0),
+                        lambda _: right * attack(data, right > 0),
+                        lambda _: jnp.zeros_like(right), None)
+  now = chunked_map(chunk, (jax.tree.map(lambda a: a[order], xs),
+                            correct[order]), chunk_size)
+  return jnp.zeros_like(correct).at[order].set(now)

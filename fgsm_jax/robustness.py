@@ -125,23 +125,16 @@ def pgd_restarts_correct(apply_fn: ApplyFn, params: Params,
 
   def restart(correct, r):
     restart_key = jax.random.fold_in(key, r)
-    order = jnp.argsort(correct == 0, stable=True)  # Still right first.
 
-    def chunk(batch):
-      x, y, i, right = batch
-
-      def attack(_):
-        keys = jax.vmap(lambda j: jax.random.fold_in(restart_key, j))(i)
-        start = attacks.uniform_start(x, epsilon, keys)
-        x_adv = attacks.pgd_from(apply_fn, params, x, y, epsilon, start,
-                                 steps=steps, step_size=step_size)
-        return losses.per_example_correct(apply_fn(params, x_adv), y)
-      return jax.lax.cond(jnp.any(right > 0), attack,
-                          lambda _: jnp.zeros_like(right), None)
-    now = evaluation.chunked_map(
-        chunk, (images[order], labels[order], index[order], correct[order]),
-        chunk_size)
-    correct = correct * jnp.zeros_like(correct).at[order].set(now)
+    def attack(batch, _):
+      x, y, i = batch
+      keys = jax.vmap(lambda j: jax.random.fold_in(restart_key, j))(i)
+      start = attacks.uniform_start(x, epsilon, keys)
+      x_adv = attacks.pgd_from(apply_fn, params, x, y, epsilon, start,
+                               steps=steps, step_size=step_size)
+      return losses.per_example_correct(apply_fn(params, x_adv), y)
+    correct = evaluation.still_right_pass(attack, correct,
+                                          (images, labels, index), chunk_size)
     return correct, jnp.mean(correct)
   return jax.lax.scan(restart, clean, jnp.arange(restarts))
 
