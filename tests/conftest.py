@@ -1,12 +1,18 @@
-"""Shared fixtures: a small slice of real MNIST and tiny configs."""
+"""Shared fixtures: a small slice of real MNIST, a briefly trained LeNet-5
+and tiny configs."""
 
+import functools
 import gzip
 import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from fgsm_jax import data as data_lib
+from fgsm_jax import methods, models, training
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -47,6 +53,26 @@ def mnist():
 def small_mnist(mnist):
   """2,048 training and 512 test examples of real MNIST."""
   return data_lib.take(mnist, 2048, 512)
+
+
+@pytest.fixture(scope="session")
+def trained_lenet5(small_mnist):
+  """LeNet-5 (Fig. 4) after five epochs of Adam 3e-3 on 2,048 real digits:
+  (params, 256 test images, their labels). Weak on purpose: the attacks'
+  tests need examples that fall and examples that hold."""
+  apply_fn = models.make_apply("lenet5")
+  optimizer = optax.adam(3e-3)
+  state = training.create_train_state(
+      models.init_params(jax.random.key(0), "lenet5"), optimizer)
+  epoch = jax.jit(functools.partial(
+      training.train_epoch, step_fn=methods.train_step(apply_fn, optimizer),
+      batch_size=128))
+  x = jnp.asarray(small_mnist.train_images)
+  y = jnp.asarray(small_mnist.train_labels)
+  for e in range(5):
+    state, _ = epoch(state, x, y, jnp.ones(y.shape[0]), jax.random.key(e))
+  return (state.params, jnp.asarray(small_mnist.test_images[:256]),
+          jnp.asarray(small_mnist.test_labels[:256]))
 
 
 def error_line(result, status: int, *phrases: str) -> str:

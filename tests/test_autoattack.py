@@ -12,11 +12,10 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
-from fgsm_jax import (apgd, autoattack, fab, losses, methods, models,
-                      robustness, square, training)
+from fgsm_jax import (apgd, autoattack, fab, losses, models, robustness,
+                      square)
 
 MODEL = "lenet5"
 APPLY = models.make_apply(MODEL)
@@ -28,20 +27,10 @@ SMALL = autoattack.Budget(apgd_steps=20, target_classes=3, fab_steps=20,
 
 
 @pytest.fixture(scope="module")
-def trained(small_mnist):
-  """Five epochs on 2,048 real digits; 128 test digits."""
-  optimizer = optax.adam(3e-3)
-  state = training.create_train_state(
-      models.init_params(jax.random.key(0), MODEL), optimizer)
-  step = methods.train_step(APPLY, optimizer)
-  epoch = jax.jit(functools.partial(training.train_epoch, step_fn=step,
-                                    batch_size=128))
-  x = jnp.asarray(small_mnist.train_images)
-  y = jnp.asarray(small_mnist.train_labels)
-  for e in range(5):
-    state, _ = epoch(state, x, y, jnp.ones(y.shape[0]), jax.random.key(e))
-  return (state.params, jnp.asarray(small_mnist.test_images[:128]),
-          jnp.asarray(small_mnist.test_labels[:128]))
+def trained(trained_lenet5):
+  """conftest's LeNet-5; its first 128 test digits."""
+  params, x, y = trained_lenet5
+  return params, x[:128], y[:128]
 
 
 def _keys(n, seed=0):

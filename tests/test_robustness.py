@@ -5,10 +5,9 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
-from fgsm_jax import attacks, losses, methods, models, robustness, training
+from fgsm_jax import attacks, losses, models, robustness
 
 MODEL = "lenet5"
 APPLY = models.make_apply(MODEL)
@@ -17,20 +16,9 @@ SUITE = robustness.AttackSuite(pgd_steps=10, pgd_step_size=0.025,
 
 
 @pytest.fixture(scope="module")
-def trained(small_mnist):
-  """Five epochs on 2,048 real digits; 256 test digits."""
-  optimizer = optax.adam(3e-3)
-  state = training.create_train_state(
-      models.init_params(jax.random.key(0), MODEL), optimizer)
-  step = methods.train_step(APPLY, optimizer)
-  epoch = jax.jit(functools.partial(training.train_epoch, step_fn=step,
-                                    batch_size=128))
-  x, y = jnp.asarray(small_mnist.train_images), jnp.asarray(small_mnist.train_labels)
-  for e in range(5):
-    state, _ = epoch(state, x, y, jnp.ones(y.shape[0]), jax.random.key(e))
-  test_x = jnp.asarray(small_mnist.test_images[:256])
-  test_y = jnp.asarray(small_mnist.test_labels[:256])
-  return state.params, test_x, test_y
+def trained(trained_lenet5):
+  """conftest's LeNet-5; 256 test digits."""
+  return trained_lenet5
 
 
 def _accuracy(apply_fn, params, x, y):
