@@ -9,7 +9,8 @@ The test set is the run's dataset (results.json / comparison.json say which).
 For every model `experiments.compare` saved (the shared initial models and
 each method's final ones, every seed), or the final models of an
 `experiments.unlearn` run: clean accuracy, FGSM with true and
-with predicted labels, PGD with restarts, random sign noise and transfer
+with predicted labels, PGD with restarts, AutoAttack (standard by default;
+`--autoattack=fast|off`), random sign noise and transfer
 from separately trained models of the same and of the other architecture,
 the per-example worst case over all of them (robust accuracy), an epsilon
 sweep (one vmap) and the gradient-masking checks with their evidence,
@@ -39,6 +40,7 @@ from experiments import common
 from fgsm_jax import attacks
 from fgsm_jax import config as config_lib
 from fgsm_jax import data as data_lib
+from fgsm_jax import autoattack
 from fgsm_jax import loop, models, plots, reporting, results, robustness
 
 FLAGS = flags.FLAGS
@@ -51,6 +53,15 @@ flags.DEFINE_integer("pgd_steps", 40, "PGD steps")
 flags.DEFINE_float("pgd_step_size", 0.01, "PGD step size")
 flags.DEFINE_integer("pgd_restarts", 10, "PGD random restarts (worst kept)")
 flags.DEFINE_integer("noise_draws", 100, "sign-noise draws (worst kept)")
+flags.DEFINE_enum("autoattack", "standard", ["standard", "fast", "off"],
+                  "AutoAttack in the suite: 'standard' (APGD-CE, APGD-T, "
+                  "FAB-T, Square), 'fast' (APGD-CE and APGD-T only, for quick "
+                  "looks; named so in the report) or 'off'")
+flags.DEFINE_integer("aa_apgd_steps", 100, "AutoAttack: APGD steps per run")
+flags.DEFINE_integer("aa_target_classes", 9,
+                     "AutoAttack: target classes of APGD-T and FAB-T")
+flags.DEFINE_integer("aa_fab_steps", 100, "AutoAttack: FAB-T steps per target")
+flags.DEFINE_integer("aa_square_queries", 5000, "AutoAttack: Square queries")
 flags.DEFINE_list("sweep", ["0", "0.05", "0.1", "0.2", "0.3", "0.4", "0.5"],
                   "epsilons of the sweep (PGD, 10 steps of 0.25 eps)")
 flags.DEFINE_bool("transfer_other", True,
@@ -70,6 +81,15 @@ def main(argv):
   if bool(FLAGS.compare_dir) == bool(FLAGS.unlearn_dir):
     common.fail("give one of --compare_dir (the output dir of "
                 "experiments.compare) or --unlearn_dir (of experiments.unlearn)")
+  try:
+    budget = autoattack.Budget(
+        apgd_steps=FLAGS.aa_apgd_steps, target_classes=FLAGS.aa_target_classes,
+        fab_steps=FLAGS.aa_fab_steps, square_queries=FLAGS.aa_square_queries)
+  except ValueError as e:
+    common.fail(str(e))
+  if budget.target_classes > 9:
+    common.fail(f"--aa_target_classes={budget.target_classes}: at most 9 "
+                "(the classes other than the true one; 10 classes)")
   run_dir = FLAGS.compare_dir or FLAGS.unlearn_dir
   path = os.path.join(run_dir, "comparison.json" if FLAGS.compare_dir
                       else "results.json")
@@ -166,9 +186,18 @@ def main(argv):
                                       FLAGS.chunk_size)
     zero = robustness.zero_gradient_fraction(apply_fn, params, images,
                                              labels, FLAGS.chunk_size)
-    return correct, pgd_trace, curve, zero
+    aa = None
+    if FLAGS.autoattack != "off":
+      aa = autoattack.autoattack(apply_fn, params, images, labels,
+                                 config.epsilon, jax.random.fold_in(key, 7),
+                                 version=FLAGS.autoattack, budget=budget,
+                                 chunk_size=FLAGS.chunk_size)
+    return correct, pgd_trace, curve, zero, aa
 
   attack_info = suite.describe(config.epsilon)
+  attack_info["autoattack"] = ({"version": "off"} if FLAGS.autoattack == "off"
+                               else budget.describe(FLAGS.autoattack,
+                                                    config.epsilon))
   attack_info["transfer_sources"] = {
       name: {"model": c.model, "seed": c.seed, "epochs": c.epochs}
       for name, c in source_configs.items()}
@@ -209,9 +238,11 @@ def main(argv):
     report["models"].append(entry)
     results.write_json_atomic(out_json, report)
     acc = entry["accuracy"]
+    aa = (f", AutoAttack ({FLAGS.autoattack}) "
+          f"{acc['autoattack']['mean']:.4f}" if "autoattack" in acc else "")
     print(f"{name}: clean {acc['clean']['mean']:.4f}, FGSM "
-          f"{acc['fgsm']['mean']:.4f}, PGD {acc['pgd']['mean']:.4f}, robust "
-          f"{acc['robust']['mean']:.4f} ({entry['wall_time_s']:.0f}s)",
+          f"{acc['fgsm']['mean']:.4f}, PGD {acc['pgd']['mean']:.4f}{aa}, "
+          f"robust {acc['robust']['mean']:.4f} ({entry['wall_time_s']:.0f}s)",
           flush=True)
   if "transfer_sources" not in report and done:
     report["transfer_sources"] = common.earlier_json(out_json).get("transfer_sources", {})
@@ -235,11 +266,20 @@ def _measure(name, stacked, evaluate, transfer, sweep, entry=None) -> dict:
   per_seed = []
   for s in range(seeds):
     params = jax.tree.map(lambda x, s=s: x[s], stacked)
-    correct, trace, curve, zero = jax.device_get(evaluate(params, transfer))
+    correct, trace, curve, zero, aa = jax.device_get(
+        evaluate(params, transfer))
+    outcome = {}
+    if aa is not None:
+      correct["autoattack"] = aa["correct"]
+      outcome = autoattack.summary(aa, FLAGS.autoattack)
     print(f"  {name} seed {s + 1}/{seeds}: PGD "
-          f"{float(correct['pgd'].mean()):.4f} "
-          f"({time.perf_counter() - start:.0f}s)", flush=True)
-    checks = robustness.masking_checks(correct, sweep, curve, float(zero))
+          f"{float(correct['pgd'].mean()):.4f}"
+          + (f", AutoAttack {float(aa['correct'].mean()):.4f}"
+             if aa is not None else "")
+          + f" ({time.perf_counter() - start:.0f}s)", flush=True)
+    checks = robustness.masking_checks(
+        correct, sweep, curve, float(zero),
+        square_only=outcome.get("broken_by", {}).get("square"))
     if entry is not None:
       final = entry["per_seed"][s]["rounds"][-1]
       checks.append(robustness.stale_check(final["fgsm_accuracy"],
@@ -250,6 +290,7 @@ def _measure(name, stacked, evaluate, transfer, sweep, entry=None) -> dict:
         "sweep": {"epsilons": sweep, "accuracy": curve.tolist()},
         "zero_gradient_fraction": float(zero),
         "checks": checks,
+        **({"autoattack": outcome} if outcome else {}),
     })
   names = per_seed[0]["accuracy"].keys()
   return {"model": name, "seeds": seeds, "per_seed": per_seed,

@@ -24,6 +24,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from fgsm_jax import apgd, evaluation, fab, losses, square
 from fgsm_jax.models import ApplyFn, Params
@@ -129,6 +130,10 @@ def autoattack(apply_fn: ApplyFn, params: Params, images: jax.Array,
     accuracy on the clean images and after each attack.
   """
   names = attack_names(version, attacks)
+  classes = jax.eval_shape(apply_fn, params, images[:1]).shape[-1]
+  if {"apgd_t", "fab_t"} & set(names) and budget.target_classes >= classes:
+    raise ValueError(f"target_classes={budget.target_classes}: at most "
+                     f"{classes - 1} with {classes} classes")
   if index is None:
     index = jnp.arange(labels.shape[0])
   xs = (images, labels, index)
@@ -201,3 +206,18 @@ def autoattack(apply_fn: ApplyFn, params: Params, images: jax.Array,
     trace.append(jnp.mean(correct))
   return {"correct": correct, "broken_by": broken_by,
           "trace": jnp.stack(trace)}
+
+
+def summary(outcome: dict[str, Any], version: str,
+            attacks: tuple[str, ...] | None = None) -> dict[str, Any]:
+  """JSON of one `autoattack` outcome (numpy or jax arrays): the version,
+  the accuracy after clean and after each attack, and the fraction of the
+  examples each attack broke (those the earlier ones left right)."""
+  names = attack_names(version, attacks)
+  broken_by = np.asarray(outcome["broken_by"])
+  trace = np.asarray(outcome["trace"], float)
+  return {"version": version, "attacks": list(names),
+          "accuracy_after": dict(zip(("clean",) + names,
+                                     [float(v) for v in trace])),
+          "broken_by": {name: float(np.mean(broken_by == k))
+                        for k, name in enumerate(names, start=1)}}

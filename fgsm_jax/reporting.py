@@ -103,6 +103,13 @@ def report_markdown(report, comparison, figures=()) -> str:
   lines += [f"## Every model under the attack suite ({dataset_title(setup)})",
             "",
             attack_table(report), ""]
+  steps = autoattack_table(report)
+  if steps:
+    lines += [f"## AutoAttack, attack by attack ({dataset_title(setup)})", "",
+              "Accuracy on the clean images, then after each attack of the "
+              "cascade (each runs on the examples the earlier ones left "
+              "right), mean over seeds: what each attack added.", "",
+              steps, ""]
   lines += [f"## Every method against the control (paired; "
             f"{dataset_title(setup)})", "",
             paired_table(paired_rows(comparison, report)), ""]
@@ -246,6 +253,8 @@ def attack_table(report) -> str:
   sources = a.get("transfer_sources", {})
   transfer = [k for k in report["models"][0]["accuracy"]
               if k.startswith("transfer")] if report["models"] else []
+  aa = int(bool(report["models"])
+           and "autoattack" in report["models"][0]["accuracy"])
   described = "; ".join(
       f"{k} from {v['model']} (seed {v['seed']}, {v['epochs']} epochs)"
       for k, v in sources.items())
@@ -260,13 +269,16 @@ def attack_table(report) -> str:
       f"per-example worst (the extra flips column: the fraction of test "
       f"examples the last restart flipped that the others had not). Noise: {a['noise']['draws']} sign draws. Transfer "
       f"(PGD, one start, on a separately trained model): {described}. "
-      "Robust = right under every attack (per example). Mean ± std over "
+      + autoattack_sentence(a.get("autoattack", {"version": "off"}))
+      + " Robust = right under every attack (per example). Mean ± std over "
       "seeds.",
       "",
       "| model | seeds | clean | FGSM | FGSM (pred. labels) | PGD | PGD: "
-      "last restart's extra flips | noise | " + " | ".join(transfer)
+      "last restart's extra flips | " + ("AutoAttack | " if aa else "")
+      + "noise | " + " | ".join(transfer)
       + " | robust | checks failed (masking, stale) |",
-      "|---|---|---|---|---|---|---|---|" + "---|" * len(transfer) + "---|---|",
+      "|---|---|---|---|---|---|---|" + "---|" * (1 + aa + len(transfer))
+      + "---|---|",
   ]
   for m in report["models"]:
     cells = [cell(m["accuracy"][k]) for k in
@@ -274,7 +286,45 @@ def attack_table(report) -> str:
     traces = [p.get("pgd_accuracy_after_restart", []) for p in m["per_seed"]]
     last = [t[-2] - t[-1] for t in traces if len(t) > 1]
     cells.append(f"{np.mean(last):.4f}" if last else "—")
-    cells += [cell(m["accuracy"][k]) for k in ("noise", *transfer, "robust")]
+    cells += [cell(m["accuracy"][k]) for k in
+              ("autoattack",) * aa + ("noise", *transfer, "robust")]
     lines.append(f"| {m['model']} | {m['seeds']} | " + " | ".join(cells)
                  + f" | {', '.join(m['failed_checks']) or 'none'} |")
+  return "\n".join(lines)
+
+
+def autoattack_sentence(described: dict) -> str:
+  """What AutoAttack ran, for the line above the attack table."""
+  if described["version"] == "off":
+    return "AutoAttack: off (--autoattack=off)."
+  steps = described["apgd_ce"]["steps"]
+  parts = [f"APGD-CE ({steps} steps, {described['apgd_ce']['runs']} run)",
+           f"APGD-T ({steps} steps, {described['apgd_t']['target_classes']} "
+           "targets)"]
+  if "fab_t" in described:
+    parts.append(f"FAB-T ({described['fab_t']['steps']} steps, "
+                 f"{described['fab_t']['target_classes']} targets)")
+    parts.append(f"Square ({described['square']['queries']} queries)")
+  name = ("standard" if described["version"] == "standard" else
+          "fast: APGD-CE and APGD-T only, not the standard version")
+  return f"AutoAttack ({name}): " + ", ".join(parts) + ", each on the " \
+      "examples the earlier ones left right."
+
+
+def autoattack_table(report) -> str:
+  """Accuracy after clean and after each AutoAttack attack, mean over
+  seeds: what each attack added. Empty without AutoAttack."""
+  rows = [m for m in report["models"]
+          if all("autoattack" in p for p in m["per_seed"])]
+  if not rows:
+    return ""
+  names = ["clean"] + rows[0]["per_seed"][0]["autoattack"]["attacks"]
+  lines = ["| model | " + " | ".join(f"after {n}" if n != "clean" else n
+                                      for n in names) + " |",
+           "|---|" + "---|" * len(names)]
+  for m in rows:
+    means = [np.mean([p["autoattack"]["accuracy_after"][n]
+                      for p in m["per_seed"]]) for n in names]
+    lines.append(f"| {m['model']} | " + " | ".join(f"{v:.4f}" for v in means)
+                 + " |")
   return "\n".join(lines)

@@ -201,7 +201,8 @@ def zero_gradient_fraction(apply_fn: ApplyFn, params: Params,
 
 def masking_checks(correct: dict[str, Any], epsilons, sweep_accuracy,
                    zero_gradients: float, tolerance: float = 0.01,
-                   chance: float = 0.1) -> list[dict[str, Any]]:
+                   chance: float = 0.1,
+                   square_only: float | None = None) -> list[dict[str, Any]]:
   """The red flags of gradient masking, each as pass/fail with its evidence.
 
   Args:
@@ -210,6 +211,9 @@ def masking_checks(correct: dict[str, Any], epsilons, sweep_accuracy,
     zero_gradients: `zero_gradient_fraction`.
     tolerance: slack for attack noise, as a fraction of the test set.
     chance: accuracy regarded as "about zero" at the largest epsilon.
+    square_only: the fraction of examples AutoAttack's Square (black-box)
+      broke after its white-box attacks (APGD-CE, APGD-T, FAB-T) had left
+      them right, when Square ran: above `tolerance`, the gradients mislead.
   """
   c = {k: np.asarray(v, bool) for k, v in correct.items()}
   checks = []
@@ -232,6 +236,9 @@ def masking_checks(correct: dict[str, Any], epsilons, sweep_accuracy,
           attack_accuracy=float(c[name].mean()),
           white_box_accuracy=float(white_box.mean()),
           flipped_by_it_not_white_box=only)
+  if square_only is not None:
+    add("square_not_stronger_than_white_box", square_only <= tolerance,
+        broken_by_square_after_white_box=float(square_only))
   eps = np.asarray(epsilons, float)
   acc = np.asarray(sweep_accuracy, float)
   rises = float(np.max(np.diff(acc), initial=0.0))

@@ -165,6 +165,19 @@ def test_square_catches_a_model_that_hides_its_gradient(trained):
   broken_by = np.asarray(out["broken_by"])
   assert np.sum(broken_by == 4) > 3 * np.sum((broken_by >= 1) & (
       broken_by <= 3))  # Square (the 4th) does the breaking.
+  # The report's summary and its masking check say so.
+  summary = autoattack.summary(out, "standard")
+  trace = np.asarray(out["trace"])
+  assert summary["accuracy_after"]["square"] == pytest.approx(trace[-1])
+  assert sum(summary["broken_by"].values()) == pytest.approx(
+      trace[0] - trace[-1], abs=1e-6)
+  minimal = {k: np.ones(4) for k in ("clean", "fgsm", "pgd")}
+  checks = {c["check"]: c for c in robustness.masking_checks(
+      minimal, [0.0, 0.5], [1.0, 0.0], 0.0,
+      square_only=summary["broken_by"]["square"])}
+  assert not checks["square_not_stronger_than_white_box"]["passed"]
+  assert all(c["passed"] for name, c in checks.items()
+             if name != "square_not_stronger_than_white_box")
 
 
 def test_the_cascade_is_per_example_and_order_free(trained):

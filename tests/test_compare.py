@@ -120,6 +120,7 @@ def test_report_attacks_every_saved_model(compared):
   compared = compared[0]
   args = (f"--compare_dir={compared}", "--test_size=128", "--pgd_steps=3",
           "--pgd_restarts=2", "--noise_draws=4", "--sweep=0,0.1,0.5",
+          "--autoattack=fast", "--aa_apgd_steps=4", "--aa_target_classes=2",
           f"--data_dir={mnist_dir()}")
   result = run_module("experiments.report", *args)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -127,6 +128,8 @@ def test_report_attacks_every_saved_model(compared):
   assert [m["model"] for m in report["models"]] == ["initial"] + METHODS
   assert report["test_examples"] == 128
   assert report["attacks"]["pgd"]["restarts"] == 2
+  assert report["attacks"]["autoattack"]["version"] == "fast"
+  assert report["attacks"]["autoattack"]["apgd_t"]["target_classes"] == 2
   assert set(report["transfer_sources"]) == {"transfer_same",
                                              "transfer_other"}
   sources = report["attacks"]["transfer_sources"]
@@ -134,7 +137,8 @@ def test_report_attacks_every_saved_model(compared):
   for m in report["models"]:
     for seed in m["per_seed"]:
       acc = seed["accuracy"]
-      assert {"transfer_same", "transfer_other"} <= set(acc)
+      assert {"transfer_same", "transfer_other", "autoattack"} <= set(acc)
+      assert seed["autoattack"]["attacks"] == ["apgd_ce", "apgd_t"]
       assert all(acc["robust"] <= v for v in acc.values())
       # Every unlearned model also says what a stale evaluation would claim.
       names = [c["check"] for c in seed["checks"]]
@@ -144,6 +148,9 @@ def test_report_attacks_every_saved_model(compared):
       assert seed["sweep"]["epsilons"] == [0.0, 0.1, 0.5]
   text = (compared / "report.md").read_text()
   assert "| pgd_at | 2 |" in text
+  assert "AutoAttack (fast: APGD-CE and APGD-T only" in text
+  assert "| model | clean | after apgd_ce | after apgd_t |" in text.split(
+      "## AutoAttack, attack by attack (MNIST")[1]
   assert "original model, FGSM test set | " in text  # Table 1, ours | paper.
   assert "0.0796" in text and "0.9669" in text
   assert "| remove_retrain | " in text.split(
@@ -172,6 +179,12 @@ def test_report_attacks_every_saved_model(compared):
 def test_report_without_a_comparison_is_one_line_and_exit_2(tmp_path):
   result = run_module("experiments.report", f"--compare_dir={tmp_path}")
   error_line(result, 2, "cannot read")
+
+
+def test_report_refuses_an_empty_autoattack_budget(tmp_path):
+  result = run_module("experiments.report", f"--compare_dir={tmp_path}",
+                      "--aa_square_queries=0")
+  error_line(result, 2, "square_queries must be >= 1")
 
 
 def test_report_needs_exactly_one_run_dir(tmp_path):

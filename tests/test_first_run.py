@@ -143,6 +143,8 @@ def test_fashion_mnist_smoke_run_and_report(tmp_path):
   result = run("experiments.report", f"--unlearn_dir={out}", "--test_size=64",
                "--pgd_steps=3", "--pgd_restarts=1", "--noise_draws=2",
                "--notransfer_other", "--sweep=0,0.1", "--noplots",
+               "--aa_apgd_steps=3", "--aa_target_classes=1",
+               "--aa_fab_steps=3", "--aa_square_queries=20",
                cwd=tmp_path, env=env)
   assert result.returncode == 0, result.stderr[-3000:]
   report = json.loads((out / "report.json").read_text())
@@ -152,6 +154,12 @@ def test_fashion_mnist_smoke_run_and_report(tmp_path):
   assert "Setting: Fashion-MNIST" in text
   assert "The paper's Table 1" not in text
   assert "ours alone" in text and "under the attack suite (Fashion-MNIST)" in text
+  # The standard AutoAttack's four attacks (at tiny budgets), and Square's
+  # masking check.
+  assert "| after fab_t | after square |" in text
+  (seed,) = report["models"][0]["per_seed"]
+  assert "square_not_stronger_than_white_box" in [
+      c["check"] for c in seed["checks"]]
 
 
 def _captured_rounds_plot(monkeypatch, methods_, seeds):

@@ -26,7 +26,8 @@ def _tiny_parameters(out, data_dir):
       'COMPARE_FLAGS = "--preset=smoke --methods=remove_retrain,fgsm_at '
       f'--train_size={TRAIN} --test_size={TEST} --rounds=1"',
       'REPORT_FLAGS = "--test_size=64 --pgd_steps=2 --pgd_restarts=2 '
-      '--noise_draws=2 --sweep=0,0.1,0.5 --notransfer_other"',
+      '--noise_draws=2 --sweep=0,0.1,0.5 --notransfer_other '
+      '--autoattack=fast --aa_apgd_steps=2 --aa_target_classes=1"',
       'BENCHMARK_FLAGS = "--models=lenet5 --batch_sizes=32 --train_images=32 '
       '--fgsm_images=32 --pass_examples=64 --round_train_size=128 '
       '--round_test_size=64 --repeats=1 --pass_repeats=1"',
