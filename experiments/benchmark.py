@@ -2,6 +2,7 @@ r"""Our speed beside a PyTorch eager reference and this machine's matmul rooflin
 
   python -m experiments.benchmark \
       [--models=lenet,lenet5] [--batch_sizes=128,1024] [--json=FILE]
+  python -m experiments.benchmark --parts=autoattack [--aa_examples=1000]
 
 Needs the extra `[bench]` (PyTorch). For each model and batch size, after a
 warm-up and with `block_until_ready`, the median over repeats of:
@@ -17,7 +18,18 @@ from inside the one compiled program, between its progress reports of round 0
 and round 1. The same work runs in `experiments.torch_reference` in this
 process, interleaved. The roofline is the model's matmul FLOPs at the best
 matmul throughput measured here. Compile time and XLA's memory figures of our
-programs are reported apart. Results go to stdout and, with --json, a file.
+programs are reported apart.
+
+`--parts=autoattack`: our standard AutoAttack (`fgsm_jax.autoattack`, one
+compiled program, compiled apart) and torchattacks' (its four attacks at the
+same budgets in its `MultiAttack` cascade, `torch_reference.autoattack_attacks`)
+on the same weights of `--aa_model` (trained here like the initial models
+for `--aa_train_epochs` epochs, or read from `--aa_params`) and the first
+`--aa_examples` test examples, one after the other in this process, one
+timed run each (a run takes minutes); then, on the first
+`--aa_noskip_examples`, ours with and without the cascade's skipping (every
+attack on every example): what skipping buys. Results go to stdout and,
+with --json, a file.
 """
 
 from __future__ import annotations
@@ -38,8 +50,8 @@ from absl import app, flags
 from experiments import common
 
 import fgsm_jax as fj
-from fgsm_jax import (attacks, data, evaluation, loop, methods, models,
-                      results, training)
+from fgsm_jax import (attacks, autoattack, data, evaluation, loop, methods,
+                      models, results, runner, training)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", ["lenet", "lenet5"], "models to measure")
@@ -57,8 +69,27 @@ flags.DEFINE_integer("pass_repeats", 1,
 flags.DEFINE_float("epsilon", 0.1, "FGSM radius")
 flags.DEFINE_string("conv_impl", "auto", "our convolution: auto, "
                     "shifted_matmul or xla")
+flags.DEFINE_list("parts", ["kernels", "rounds"],
+                  "what to time: kernels (train, FGSM and the loss pass per "
+                  "model and batch), rounds, autoattack")
+flags.DEFINE_string("aa_model", "lenet", "AutoAttack: the model attacked")
+flags.DEFINE_integer("aa_examples", 1000,
+                     "AutoAttack: the first N test examples")
+flags.DEFINE_integer("aa_noskip_examples", 100,
+                     "AutoAttack: ours without skipping on the first N test "
+                     "examples (0: not timed)")
+flags.DEFINE_string("aa_params", None,
+                    "AutoAttack: the attacked weights, a params .msgpack "
+                    "(seed 0 of its seed axis), e.g. an experiments.unlearn "
+                    "run's params.msgpack; default: trained here")
+flags.DEFINE_integer("aa_train_epochs", 2,
+                     "AutoAttack: epochs of the default preset's training "
+                     "when --aa_params is not given")
+common.define_autoattack_flags()
 common.define_data_flags()
 flags.DEFINE_string("json", None, "also write the results to this file")
+
+PARTS = ("kernels", "rounds", "autoattack")
 
 
 # --- FLOPs and the roofline -------------------------------------------------
@@ -252,15 +283,17 @@ def measure(mnist: data.Dataset) -> dict:
   out = {"command": " ".join(["python -m experiments.benchmark"] + sys.argv[1:]),
          "machine": machine(), "conv_impl_used": models.resolve_conv_impl(
              FLAGS.conv_impl), "rows": [], "rounds": []}
-  out["matmul_gflops"] = gflops = matmul_gflops(torch)
-  print(f"matmul peak {gflops['peak']:.0f} GFLOP/s (jax {gflops['jax']:.0f}, "
-        f"torch {gflops['torch']:.0f})", flush=True)
+  if "kernels" in FLAGS.parts:
+    out["matmul_gflops"] = gflops = matmul_gflops(torch)
+    print(f"matmul peak {gflops['peak']:.0f} GFLOP/s (jax "
+          f"{gflops['jax']:.0f}, torch {gflops['torch']:.0f})", flush=True)
   eps = FLAGS.epsilon
   n_pass = min(FLAGS.pass_examples, mnist.train_labels.shape[0])
   for model in FLAGS.models:
     flops = work_flops(model)
     params = models.init_params(jax.random.key(0), model)
-    for batch in map(int, FLAGS.batch_sizes):
+    for batch in (map(int, FLAGS.batch_sizes) if "kernels" in FLAGS.parts
+                  else ()):
       ours = Ours(model, batch, params, FLAGS.conv_impl)
       theirs = Reference(torch, model, params, batch)
       for work, n, repeats in (("train", FLAGS.train_images, FLAGS.repeats),
@@ -291,7 +324,7 @@ def measure(mnist: data.Dataset) -> dict:
                "xla_memory_bytes": memory}
         out["rows"].append(row)
         print(_row_line(row), flush=True)
-    if FLAGS.round_train_size:
+    if "rounds" in FLAGS.parts and FLAGS.round_train_size:
       sub = data.take(mnist, FLAGS.round_train_size, FLAGS.round_test_size)
       config = fj.get_config("default", model=model)
       ours_s, compile_s = our_round_seconds(model, sub, FLAGS.conv_impl)
@@ -308,7 +341,93 @@ def measure(mnist: data.Dataset) -> dict:
             f"{row['test_examples']} test: ours {ours_s:7.1f} s, pytorch "
             f"{theirs_s:7.1f} s, ours/pytorch {row['ours_over_pytorch']:.2f}x "
             f"(compile {compile_s:.1f} s apart)", flush=True)
+  if "autoattack" in FLAGS.parts:
+    out["autoattack"] = autoattack_timing(torch, mnist, eps)
   return out
+
+
+def autoattack_timing(torch, mnist: data.Dataset, epsilon: float) -> dict:
+  """Ours and torchattacks' AutoAttack on the same weights and examples
+  (module docstring)."""
+  from experiments import torch_reference as ref
+  model, n = FLAGS.aa_model, FLAGS.aa_examples
+  budget = common.autoattack_budget()
+  if FLAGS.aa_params:
+    params = jax.tree.map(lambda a: jnp.asarray(a[0]),
+                          results.read_params(FLAGS.aa_params))
+    weights = {"params": FLAGS.aa_params}
+  else:
+    config = fj.get_config("default", model=model,
+                           epochs=FLAGS.aa_train_epochs)
+    start = time.perf_counter()
+    params, _ = runner.train_one(config, mnist)
+    weights = {"trained": f"preset default, {config.epochs} epoch(s), seed "
+                          f"{config.seed}",
+               "train_s": time.perf_counter() - start}
+  x = jnp.asarray(mnist.test_images[:n])
+  y = jnp.asarray(mnist.test_labels[:n])
+  apply_fn = models.make_apply(model)
+  weights["clean_accuracy"] = float(jnp.mean(
+      jnp.argmax(apply_fn(params, x), -1) == y))
+  print(f"autoattack: {model}, {n} test examples, clean "
+        f"{weights['clean_accuracy']:.4f}, epsilon {epsilon}, budget "
+        f"{budget}", flush=True)
+
+  def ours(count, skip):
+    program = jax.jit(lambda p, x, y, k: autoattack.autoattack(
+        apply_fn, p, x, y, epsilon, k, budget=budget,
+        chunk_size=FLAGS.aa_chunk_size, skip=skip))
+    args = (params, x[:count], y[:count], jax.random.key(0))
+    program, compile_s, _ = compiled(program, *args)
+    start = time.perf_counter()
+    outcome = jax.block_until_ready(program(*args))
+    return outcome, time.perf_counter() - start, compile_s
+
+  outcome, ours_s, compile_s = ours(n, True)
+  summary = autoattack.summary(outcome, "standard")
+  print(f"  ours: {ours_s:.1f} s (compile {compile_s:.1f} s apart), robust "
+        f"accuracy {float(jnp.mean(outcome['correct'])):.4f}", flush=True)
+  module = ref.load_flax_params(ref.build(model), params).eval()
+  images = ref.to_nchw(np.asarray(x))
+  labels = torch.from_numpy(np.asarray(y, np.int64))
+  cascade = ref.autoattack_cascade(module, epsilon, budget)
+  start = time.perf_counter()
+  adversarial = cascade(images, labels)
+  theirs_s = time.perf_counter() - start
+  with torch.no_grad():
+    theirs_acc = float((module(adversarial).argmax(1) == labels).float().mean())
+  print(f"  torchattacks: {theirs_s:.1f} s, robust accuracy {theirs_acc:.4f}",
+        flush=True)
+  row = {"model": model, "examples": n, "weights": weights,
+         "budget": budget.describe("standard", epsilon),
+         "chunk_size": FLAGS.aa_chunk_size,
+         "ours_s": ours_s, "ours_compile_s": compile_s,
+         "ours_robust_accuracy": float(jnp.mean(outcome["correct"])),
+         "ours_summary": summary,
+         "torchattacks_s": theirs_s, "torchattacks_robust_accuracy": theirs_acc,
+         "torchattacks_version": _version("torchattacks"),
+         "ours_over_torchattacks": theirs_s / ours_s}
+  print(f"autoattack ({model}, {n} examples): ours {ours_s:.1f} s, "
+        f"torchattacks {theirs_s:.1f} s, ours/torchattacks "
+        f"{row['ours_over_torchattacks']:.2f}x", flush=True)
+  k = min(FLAGS.aa_noskip_examples, n)
+  if k:
+    skipped, skip_s, _ = ours(k, True)
+    every, every_s, _ = ours(k, False)
+    row["skipping"] = {
+        "examples": k, "with_skipping_s": skip_s, "without_skipping_s": every_s,
+        "speedup": every_s / skip_s,
+        "same_outcome": bool(np.array_equal(np.asarray(skipped["correct"]),
+                                            np.asarray(every["correct"])))}
+    print(f"  skipping, first {k} examples: {skip_s:.1f} s with, {every_s:.1f}"
+          f" s without ({row['skipping']['speedup']:.2f}x; same per-example "
+          f"outcome: {row['skipping']['same_outcome']})", flush=True)
+  return row
+
+
+def _version(package: str) -> str:
+  from importlib import metadata
+  return metadata.version(package)
 
 
 def _row_line(r) -> str:
@@ -329,6 +448,23 @@ def main(argv):
     import torch  # noqa: F401  (only checks it is installed)
   except ImportError:
     sys.exit("error: the benchmark needs PyTorch: pip install -e '.[bench]'")
+  unknown = sorted(set(FLAGS.parts) - set(PARTS))
+  if unknown or not FLAGS.parts:
+    common.fail(f"--parts: from {', '.join(PARTS)}, got {FLAGS.parts}")
+  if "autoattack" in FLAGS.parts:
+    if FLAGS.aa_examples < 1 or FLAGS.aa_noskip_examples < 0:
+      common.fail("--aa_examples must be >= 1 and --aa_noskip_examples >= 0")
+    if FLAGS.aa_model not in models.MODELS:
+      common.fail(f"--aa_model: one of {sorted(models.MODELS)}, got "
+                  f"{FLAGS.aa_model!r}")
+    if FLAGS.aa_params and not os.path.exists(FLAGS.aa_params):
+      common.fail(f"--aa_params: no file {FLAGS.aa_params}")
+    common.autoattack_budget()
+    try:
+      import torchattacks  # noqa: F401
+    except ImportError:
+      common.fail("--parts=autoattack needs torchattacks: pip install "
+                  "--no-deps torchattacks==3.5.1 (README, Set-up)")
   mnist, source = common.load_full(FLAGS.dataset)
   print(f"data: {data.DATASETS[FLAGS.dataset].title} from "
         f"{source.description}", flush=True)

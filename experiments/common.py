@@ -126,6 +126,44 @@ def define_data_flags(dataset: bool = True, dataset_default: str | None = "mnist
       module_name=main_module())
 
 
+def define_autoattack_flags():
+  """AutoAttack's budget flags (the standard's numbers by default), for the
+  entry points that run it; `autoattack_budget()` reads them."""
+  flags.DEFINE_integer("aa_apgd_steps", 100, "AutoAttack: APGD steps per run",
+                       module_name=main_module())
+  flags.DEFINE_integer("aa_target_classes", 9,
+                       "AutoAttack: target classes of APGD-T and FAB-T",
+                       module_name=main_module())
+  flags.DEFINE_integer("aa_fab_steps", 100,
+                       "AutoAttack: FAB-T steps per target",
+                       module_name=main_module())
+  flags.DEFINE_integer("aa_square_queries", 5000,
+                       "AutoAttack: Square queries", module_name=main_module())
+  flags.DEFINE_integer("aa_chunk_size", 100,
+                       "AutoAttack: examples per chunk of its passes (small "
+                       "chunks leave fewer examples already broken in the "
+                       "last chunk of each pass)", module_name=main_module())
+
+
+def autoattack_budget(classes: int = 10):
+  """The `autoattack.Budget` of the --aa_* flags; a bad one exits 2."""
+  from fgsm_jax import autoattack
+  f = flags.FLAGS
+  try:
+    budget = autoattack.Budget(
+        apgd_steps=f.aa_apgd_steps, target_classes=f.aa_target_classes,
+        fab_steps=f.aa_fab_steps, square_queries=f.aa_square_queries)
+  except ValueError as e:
+    fail(str(e))
+  if f.aa_chunk_size < 1:
+    fail(f"--aa_chunk_size must be >= 1, got {f.aa_chunk_size}")
+  if budget.target_classes > classes - 1:
+    fail(f"--aa_target_classes={budget.target_classes}: at most "
+         f"{classes - 1} (the classes other than the true one; {classes} "
+         "classes)")
+  return budget
+
+
 def help_text() -> str:
   """--help: the entry point's description, its own flags (the run's),
   then the method hyperparameters and the verdict numbers."""

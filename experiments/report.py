@@ -41,7 +41,7 @@ from fgsm_jax import attacks
 from fgsm_jax import config as config_lib
 from fgsm_jax import data as data_lib
 from fgsm_jax import autoattack
-from fgsm_jax import loop, models, plots, reporting, results, robustness
+from fgsm_jax import models, plots, reporting, results, robustness, runner
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("compare_dir", None, "output dir of experiments.compare")
@@ -49,6 +49,13 @@ flags.DEFINE_string("unlearn_dir", None,
                     "or: output dir of experiments.unlearn (one method, its "
                     "final models; no saved initial models)")
 flags.DEFINE_integer("test_size", 0, "first N test examples (0 = all)")
+flags.DEFINE_integer("subset_size", 0,
+                     "the first N of the test set for every model not in "
+                     "--whole_test_set_for (0 = the whole test set for all)")
+flags.DEFINE_list("whole_test_set_for", [],
+                  "models measured on the whole test set (--test_size) "
+                  "while --subset_size limits the others, e.g. "
+                  "initial,remove_retrain,control")
 flags.DEFINE_integer("pgd_steps", 40, "PGD steps")
 flags.DEFINE_float("pgd_step_size", 0.01, "PGD step size")
 flags.DEFINE_integer("pgd_restarts", 10, "PGD random restarts (worst kept)")
@@ -57,11 +64,7 @@ flags.DEFINE_enum("autoattack", "standard", ["standard", "fast", "off"],
                   "AutoAttack in the suite: 'standard' (APGD-CE, APGD-T, "
                   "FAB-T, Square), 'fast' (APGD-CE and APGD-T only, for quick "
                   "looks; named so in the report) or 'off'")
-flags.DEFINE_integer("aa_apgd_steps", 100, "AutoAttack: APGD steps per run")
-flags.DEFINE_integer("aa_target_classes", 9,
-                     "AutoAttack: target classes of APGD-T and FAB-T")
-flags.DEFINE_integer("aa_fab_steps", 100, "AutoAttack: FAB-T steps per target")
-flags.DEFINE_integer("aa_square_queries", 5000, "AutoAttack: Square queries")
+common.define_autoattack_flags()
 flags.DEFINE_list("sweep", ["0", "0.05", "0.1", "0.2", "0.3", "0.4", "0.5"],
                   "epsilons of the sweep (PGD, 10 steps of 0.25 eps)")
 flags.DEFINE_bool("transfer_other", True,
@@ -81,15 +84,7 @@ def main(argv):
   if bool(FLAGS.compare_dir) == bool(FLAGS.unlearn_dir):
     common.fail("give one of --compare_dir (the output dir of "
                 "experiments.compare) or --unlearn_dir (of experiments.unlearn)")
-  try:
-    budget = autoattack.Budget(
-        apgd_steps=FLAGS.aa_apgd_steps, target_classes=FLAGS.aa_target_classes,
-        fab_steps=FLAGS.aa_fab_steps, square_queries=FLAGS.aa_square_queries)
-  except ValueError as e:
-    common.fail(str(e))
-  if budget.target_classes > 9:
-    common.fail(f"--aa_target_classes={budget.target_classes}: at most 9 "
-                "(the classes other than the true one; 10 classes)")
+  budget = common.autoattack_budget()
   run_dir = FLAGS.compare_dir or FLAGS.unlearn_dir
   path = os.path.join(run_dir, "comparison.json" if FLAGS.compare_dir
                       else "results.json")
@@ -100,8 +95,10 @@ def main(argv):
       comparison = reporting.comparison_from_unlearn(comparison)
   except (OSError, ValueError, KeyError) as e:
     common.fail(f"cannot read {path}: {e!r}")
-  if FLAGS.test_size < 0 or FLAGS.pgd_restarts < 1 or FLAGS.noise_draws < 1:
-    common.fail("test_size must be >= 0, pgd_restarts and noise_draws >= 1")
+  if (FLAGS.test_size < 0 or FLAGS.subset_size < 0 or FLAGS.pgd_restarts < 1
+      or FLAGS.noise_draws < 1):
+    common.fail("test_size and subset_size must be >= 0, pgd_restarts and "
+                "noise_draws >= 1")
   try:
     sweep = [float(e) for e in FLAGS.sweep]
   except ValueError:
@@ -124,6 +121,12 @@ def main(argv):
   images = jnp.asarray(dataset.test_images)
   labels = jnp.asarray(dataset.test_labels)
   key = jax.random.key(FLAGS.seed)
+  # Every model on the first `default_n` test examples, those named by
+  # --whole_test_set_for on all of them.
+  if FLAGS.subset_size > labels.shape[0]:
+    common.fail(f"--subset_size={FLAGS.subset_size} but the test set has "
+                f"{labels.shape[0]} examples")
+  default_n = FLAGS.subset_size or int(labels.shape[0])
 
   # Transfer sources: trained like the initial models, on other seeds.
   source_configs = {"transfer_same": dataclasses.replace(
@@ -139,7 +142,7 @@ def main(argv):
     a = report["attacks"]  # What the transfer images depend on, alone.
     described = json.dumps([a["epsilon"], a["pgd"]["steps"],
                             a["pgd"]["step_size"], a["transfer_sources"],
-                            report["test_examples"], FLAGS.seed],
+                            int(labels.shape[0]), FLAGS.seed],
                            sort_keys=True)
     cache = os.path.join(run_dir, "transfer-%s.npz" % hashlib.sha256(
         described.encode()).hexdigest()[:12])
@@ -151,16 +154,13 @@ def main(argv):
     crafted, info = {}, {}
     for i, (name, c) in enumerate(source_configs.items()):
       start = time.perf_counter()
-      pretrain = jax.jit(loop.vmap_seeds(loop.make_pretrain(c), 1))
-      source = pretrain(loop.seed_keys(c), jax.device_put(dataset),
-                        loop.hparams_from(c))
-      params = jax.tree.map(lambda x: x[0], source.train.params)
+      params, first = runner.train_one(c, dataset)
       source_apply = models.make_apply(c.model, c.conv_impl)
       crafted[name] = jax.jit(
           lambda p, x, y, k, f=source_apply: robustness.transfer_examples(
               f, p, x, y, config.epsilon, k, suite, FLAGS.chunk_size))(
                   params, images, labels, jax.random.fold_in(key, 100 + i))
-      info[name] = {"source_clean_accuracy": float(source.first.clean_accuracy[0]),
+      info[name] = {"source_clean_accuracy": float(first.clean_accuracy),
                     "source_pgd_accuracy": float(jnp.mean(
                         (jnp.argmax(source_apply(params, crafted[name]), -1)
                          == labels))),
@@ -174,9 +174,9 @@ def main(argv):
     return crafted, info
 
   @jax.jit
-  def evaluate(params, transfer):
+  def evaluate(params, transfer, images, labels):
     """One model under the suite (one seed: PGD restarts skip examples
-    already flipped, which needs the model unbatched)."""
+    already flipped, which needs the model unbatched) on `images`."""
     correct, pgd_trace = robustness.per_example_correct(
         apply_fn, params, images, labels, config.epsilon, key, suite,
         FLAGS.chunk_size, transfer=transfer)
@@ -191,7 +191,7 @@ def main(argv):
       aa = autoattack.autoattack(apply_fn, params, images, labels,
                                  config.epsilon, jax.random.fold_in(key, 7),
                                  version=FLAGS.autoattack, budget=budget,
-                                 chunk_size=FLAGS.chunk_size)
+                                 chunk_size=FLAGS.aa_chunk_size)
     return correct, pgd_trace, curve, zero, aa
 
   attack_info = suite.describe(config.epsilon)
@@ -207,7 +207,8 @@ def main(argv):
       "models_command": comparison.get("command"),
       "dataset": config.dataset,
       "data_source": source.to_dict(),
-      "test_examples": int(labels.shape[0]),
+      "test_examples": default_n,
+      "whole_test_set_for": list(FLAGS.whole_test_set_for),
       "attacks": attack_info,
       "sweep_attack": "PGD, 10 steps of 0.25 epsilon, random start",
       "models": [],
@@ -218,14 +219,29 @@ def main(argv):
   if FLAGS.unlearn_dir:
     params_files = {config.method: os.path.join(run_dir, "params.msgpack")}
   out_json = os.path.join(run_dir, "report.json")
-  done = _finished_models(out_json, report, FLAGS.seed, sweep)
+  unknown = sorted(set(FLAGS.whole_test_set_for) - set(params_files))
+  if unknown:
+    common.fail(f"--whole_test_set_for: no model {', '.join(unknown)} in "
+                f"{run_dir} (models: {', '.join(params_files)})")
+  sizes = {name: int(labels.shape[0]) if name in FLAGS.whole_test_set_for
+           else default_n for name in params_files}
+  done, partial = _finished_models(out_json, report, FLAGS.seed, sweep, sizes)
+  report["partial"] = dict(partial)  # Kept until their model is done.
+  report["models_planned"] = [name for name, path in params_files.items()
+                              if os.path.exists(path)]
   report["attack_seed"] = FLAGS.seed
   report["sweep_epsilons"] = sweep
   transfer = None
-  for name, params_path in params_files.items():
+  # The models on fewer examples first (the cheap ones: every model has
+  # numbers early); the tables keep the comparison's order.
+  order = list(params_files)
+  for name in sorted(order, key=lambda n: sizes[n]):
+    params_path = params_files[name]
     if name in done:
       report["models"].append(done[name])
-      print(f"{name}: already in {out_json} (same attacks), kept", flush=True)
+      report["models"].sort(key=lambda m: order.index(m["model"]))
+      print(f"{name}: already in {out_json} (same attacks, "
+            f"{sizes[name]} test examples), kept", flush=True)
       continue
     if not os.path.exists(params_path):
       print(f"{name}: no {params_path}, skipped", flush=True)
@@ -233,9 +249,20 @@ def main(argv):
     stacked = results.read_params(params_path)
     if transfer is None:
       transfer, report["transfer_sources"] = make_transfer()
-    entry = _measure(name, stacked, evaluate, transfer, sweep,
-                     entries.get(name))
+    n = sizes[name]
+
+    def save_seed(done_seeds, name=name):
+      report["partial"][name] = done_seeds
+      results.write_json_atomic(out_json, report)
+    entry = _measure(name, stacked,
+                     lambda p, t, n=n: evaluate(p, t, images[:n], labels[:n]),
+                     {k: v[:n] for k, v in transfer.items()},
+                     sweep, entries.get(name), partial.get(name, []),
+                     save_seed, default_n)
+    entry["test_examples"] = n
     report["models"].append(entry)
+    report["models"].sort(key=lambda m: order.index(m["model"]))
+    report["partial"].pop(name, None)
     results.write_json_atomic(out_json, report)
     acc = entry["accuracy"]
     aa = (f", AutoAttack ({FLAGS.autoattack}) "
@@ -258,13 +285,22 @@ def main(argv):
   print(text)
 
 
-def _measure(name, stacked, evaluate, transfer, sweep, entry=None) -> dict:
+def _measure(name, stacked, evaluate, transfer, sweep, entry=None,
+             done_seeds=(), save_seed=None, first_n=None) -> dict:
   """Every seed of one saved model under the suite (one jitted call per
-  seed), with the checks; `entry` (its comparison entry) adds the stale one."""
+  seed), with the checks; `entry` (its comparison entry) adds the stale one.
+  `done_seeds`: per-seed results of an interrupted report, kept;
+  `save_seed(per_seed so far)` is called after each seed. When the model is
+  measured on more than the first `first_n` test examples, each seed also
+  records the accuracies over those (what models measured on fewer are
+  paired against)."""
   start = time.perf_counter()
   seeds = jax.tree.leaves(stacked)[0].shape[0]
-  per_seed = []
-  for s in range(seeds):
+  per_seed = list(done_seeds)
+  if per_seed:
+    print(f"  {name}: seeds 1-{len(per_seed)} already measured, kept",
+          flush=True)
+  for s in range(len(per_seed), seeds):
     params = jax.tree.map(lambda x, s=s: x[s], stacked)
     correct, trace, curve, zero, aa = jax.device_get(
         evaluate(params, transfer))
@@ -284,14 +320,23 @@ def _measure(name, stacked, evaluate, transfer, sweep, entry=None) -> dict:
       final = entry["per_seed"][s]["rounds"][-1]
       checks.append(robustness.stale_check(final["fgsm_accuracy"],
                                            final["transfer_accuracy"]))
+    n = len(correct["clean"])
     per_seed.append({
+        "test_examples": n,
         "accuracy": robustness.robust_accuracy(correct),
+        **({"accuracy_first": {
+            "examples": first_n,
+            **robustness.robust_accuracy(
+                {k: v[:first_n] for k, v in correct.items()})}}
+           if first_n and first_n < n else {}),
         "pgd_accuracy_after_restart": trace.tolist(),
         "sweep": {"epsilons": sweep, "accuracy": curve.tolist()},
         "zero_gradient_fraction": float(zero),
         "checks": checks,
         **({"autoattack": outcome} if outcome else {}),
     })
+    if save_seed is not None and len(per_seed) < seeds:
+      save_seed(per_seed)
   names = per_seed[0]["accuracy"].keys()
   return {"model": name, "seeds": seeds, "per_seed": per_seed,
           "accuracy": {a: results.stat([p["accuracy"][a] for p in per_seed])
@@ -343,15 +388,25 @@ def _plots(report, comparison, params_files, out, apply_fn, images, labels,
   return figures
 
 
-def _finished_models(path, report, seed, sweep) -> dict:
-  """Models an earlier, interrupted or complete, report on the same test
-  set with the same attacks already measured: re-running resumes."""
+def _finished_models(path, report, seed, sweep, sizes) -> tuple[dict, dict]:
+  """What an earlier, interrupted or complete, report with the same attacks
+  already measured: (models done, per-seed results of models part done),
+  each kept only where it used the test examples `sizes` gives the model
+  now. Re-running resumes."""
   earlier = common.earlier_json(path)
   same = (earlier.get("attacks") == report["attacks"]
-          and earlier.get("test_examples") == report["test_examples"]
           and earlier.get("attack_seed") == seed
           and earlier.get("sweep_epsilons") == sweep)
-  return {m["model"]: m for m in earlier.get("models", [])} if same else {}
+  if not same:
+    return {}, {}
+  # Reports before per-model sizes: every model on `test_examples`.
+  count = lambda m: m.get("test_examples", earlier.get("test_examples"))
+  done = {m["model"]: m for m in earlier.get("models", [])
+          if count(m) == sizes.get(m["model"])}
+  partial = {name: seeds for name, seeds in earlier.get("partial", {}).items()
+             if name in sizes and name not in done
+             and all(p.get("test_examples") == sizes[name] for p in seeds)}
+  return done, partial
 
 
 if __name__ == "__main__":

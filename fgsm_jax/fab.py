@@ -27,6 +27,10 @@ import jax.numpy as jnp
 
 from fgsm_jax.models import ApplyFn, Params
 
+# Halvings of the bracket in `linf_step_to_hyperplane`: [0, 1] down to
+# 2^-30, finer than float32's spacing near 1 (2^-24).
+BISECTIONS = 30
+
 
 def linf_step_to_hyperplane(point: jax.Array, w: jax.Array,
                             change: jax.Array) -> jax.Array:
@@ -35,25 +39,34 @@ def linf_step_to_hyperplane(point: jax.Array, w: jax.Array,
   For one example (flat, [D]). Moving each coordinate by up to lam in the
   direction that raises w.d (sign(w) * sign(change)), capped by its room to
   the box, changes w.d by g(lam) = sum_i |w_i| min(lam, room_i): increasing
-  and piecewise linear, solved exactly by sorting the rooms. Where no step
-  inside the box reaches the hyperplane, the box's farthest corner in that
-  direction.
+  and piecewise linear. Bisection on lam (BISECTIONS halvings of [0, max
+  room], elementwise work only: a sort is slow on CPU backends) brackets the
+  solution, then the linear piece at the bracket's low end solves it
+  exactly. Where no step inside the box reaches the hyperplane, the box's
+  farthest corner in that direction.
   """
   sign = jnp.where(change >= 0, 1.0, -1.0).astype(w.dtype)
   w = w * sign
   need = jnp.abs(change)
   room = jnp.where(w > 0, 1.0 - point, point)
   room = jnp.where(w == 0, 0.0, room)
-  order = jnp.argsort(room)
-  r, a = room[order], jnp.abs(w)[order]
-  cum_ar, cum_a = jnp.cumsum(a * r), jnp.cumsum(a)
-  total = cum_a[-1]
-  reach = cum_ar + r * (total - cum_a)  # g at lam = r[k].
-  k = jnp.argmax(reach >= need)
-  before_ar = jnp.where(k > 0, cum_ar[k - 1], 0.0)
-  before_a = jnp.where(k > 0, cum_a[k - 1], 0.0)
-  lam = (need - before_ar) / jnp.maximum(total - before_a, 1e-12)
-  lam = jnp.where(reach[-1] >= need, lam, r[-1])
+  a = jnp.abs(w)
+  reach = lambda lam: jnp.sum(a * jnp.minimum(lam, room))
+  top = jnp.max(room)
+
+  def halve(_, bracket):
+    lo, hi = bracket
+    mid = 0.5 * (lo + hi)
+    above = reach(mid) >= need
+    return jnp.where(above, lo, mid), jnp.where(above, mid, hi)
+  lo, hi = jax.lax.fori_loop(0, BISECTIONS, halve,
+                             (jnp.zeros_like(need), top))
+  # On (lo, hi], g(lam) = sum_{room <= lo} |w| room + lam sum_{room > lo} |w|.
+  free = room > lo
+  slope = jnp.sum(jnp.where(free, a, 0.0))
+  base = jnp.sum(jnp.where(free, 0.0, a * room))
+  lam = jnp.clip((need - base) / jnp.maximum(slope, 1e-12), lo, hi)
+  lam = jnp.where(reach(top) >= need, lam, top)
   return jnp.sign(w) * jnp.minimum(lam, room)
 
 

@@ -103,6 +103,14 @@ def report_markdown(report, comparison, figures=()) -> str:
   lines += [f"## Every model under the attack suite ({dataset_title(setup)})",
             "",
             attack_table(report), ""]
+  unmeasured = [name for name in report.get("models_planned", [])
+                if name not in models_]
+  if unmeasured:
+    partial = report.get("partial", {})
+    lines += ["Not measured yet: " + ", ".join(
+        name + (f" ({len(partial[name])} seed(s) done, kept in report.json)"
+                if partial.get(name) else "") for name in unmeasured)
+        + ". The same command goes on where this run stopped.", ""]
   steps = autoattack_table(report)
   if steps:
     lines += [f"## AutoAttack, attack by attack ({dataset_title(setup)})", "",
@@ -220,10 +228,32 @@ def paired_rows(comparison, report=None, baseline="control") -> list[dict]:
     for name, m in models_.items():
       if name == baseline:
         continue
-      for metric in ("clean", "pgd", "robust"):
-        add(name, metric, m["accuracy"][metric]["values"],
-            models_[baseline]["accuracy"][metric]["values"])
+      ours, theirs = common_examples(m, models_[baseline])
+      for metric in ("clean", "pgd", "autoattack", "robust"):
+        if metric in ours[0] and metric in theirs[0]:
+          add(name, metric, [p[metric] for p in ours],
+              [p[metric] for p in theirs])
   return rows
+
+
+def common_examples(a: dict, b: dict) -> tuple[list, list]:
+  """Two report models' per-seed accuracies over the same test examples:
+  each seed's 'accuracy', or, for the one measured on more examples, its
+  'accuracy_first' (the first N the other was measured on)."""
+  def per_seed(m, n):
+    out = []
+    for p in m["per_seed"]:
+      if p.get("test_examples", n) == n:
+        out.append(p["accuracy"])
+      elif p.get("accuracy_first", {}).get("examples") == n:
+        out.append(p["accuracy_first"])
+      else:
+        raise ValueError(f"{m['model']} has no accuracies over the first {n} "
+                         "test examples to pair with")
+    return out
+  n = min(p.get("test_examples", 0) or 10**9
+          for m in (a, b) for p in m["per_seed"])
+  return per_seed(a, n), per_seed(b, n)
 
 
 def paired_table(rows) -> str:
@@ -258,8 +288,17 @@ def attack_table(report) -> str:
   described = "; ".join(
       f"{k} from {v['model']} (seed {v['seed']}, {v['epochs']} epochs)"
       for k, v in sources.items())
+  counts = {m["model"]: m.get("test_examples", report["test_examples"])
+            for m in report["models"]}
+  mixed = len(set(counts.values())) > 1
+  examples = (f"the first {report['test_examples']} of the test set, "
+              f"all {max(counts.values())} for "
+              + ", ".join(k for k, v in counts.items()
+                          if v != report["test_examples"])
+              + " (the test examples column)" if mixed
+              else str(report["test_examples"]))
   lines = [
-      f"Test examples: {report['test_examples']}; epsilon {a['epsilon']} "
+      f"Test examples: {examples}; epsilon {a['epsilon']} "
       f"(L-inf, white-box, untargeted). PGD: {pgd['steps']} steps of "
       f"{pgd['step_size']}, {pgd['restarts']} restarts"
       + (" (fewer than the 10 the evaluation standard asks for: PGD "
@@ -273,11 +312,13 @@ def attack_table(report) -> str:
       + " Robust = right under every attack (per example). Mean ± std over "
       "seeds.",
       "",
-      "| model | seeds | clean | FGSM | FGSM (pred. labels) | PGD | PGD: "
+      "| model | seeds | " + ("test examples | " if mixed else "")
+      + "clean | FGSM | FGSM (pred. labels) | PGD | PGD: "
       "last restart's extra flips | " + ("AutoAttack | " if aa else "")
       + "noise | " + " | ".join(transfer)
       + " | robust | checks failed (masking, stale) |",
-      "|---|---|---|---|---|---|---|" + "---|" * (1 + aa + len(transfer))
+      "|---|---|---|---|---|---|---|" + "---|" * (1 + aa + len(transfer)
+                                                  + mixed)
       + "---|---|",
   ]
   for m in report["models"]:
@@ -288,6 +329,8 @@ def attack_table(report) -> str:
     cells.append(f"{np.mean(last):.4f}" if last else "—")
     cells += [cell(m["accuracy"][k]) for k in
               ("autoattack",) * aa + ("noise", *transfer, "robust")]
+    if mixed:
+      cells.insert(0, str(counts[m["model"]]))
     lines.append(f"| {m['model']} | {m['seeds']} | " + " | ".join(cells)
                  + f" | {', '.join(m['failed_checks']) or 'none'} |")
   return "\n".join(lines)

@@ -28,6 +28,16 @@ def compile_and_run(program, *args):
   return outputs, compile_s, time.perf_counter() - start
 
 
+def train_one(config: Config, dataset: Dataset):
+  """One model trained like the initial ones (`config.epochs` epochs of
+  `config.seed`): (params without a seed axis, its round-0 metrics)."""
+  pretrain = jax.jit(loop.vmap_seeds(loop.make_pretrain(config), 1))
+  out = pretrain(loop.seed_keys(config), jax.device_put(dataset),
+                 loop.hparams_from(config))
+  first = jax.tree.map(lambda x: x[0], out.first)
+  return jax.tree.map(lambda x: x[0], out.train.params), first
+
+
 def run_unlearning(config: Config, dataset: Dataset,
                    progress: loop.ProgressFn | None = None,
                    checkpoint_dir: str | None = None) -> dict[str, Any]:

@@ -189,7 +189,7 @@ def test_the_cascade_is_per_example_and_order_free(trained):
   key = jax.random.key(5)
   run = jax.jit(functools.partial(autoattack.autoattack, APPLY,
                                   version="standard", budget=SMALL),
-                static_argnames="chunk_size")
+                static_argnames=("chunk_size", "skip"))
   out = jax.tree.map(np.asarray, run(params, x, y, EPS, key, chunk_size=32))
   correct, broken_by, trace = out["correct"], out["broken_by"], out["trace"]
   assert np.all(np.diff(trace) <= 0) and trace[-1] == correct.mean()
@@ -206,6 +206,10 @@ def test_the_cascade_is_per_example_and_order_free(trained):
       index=jnp.asarray(perm))
   np.testing.assert_array_equal(np.asarray(shuffled["broken_by"]),
                                 broken_by[perm])
+  # Skipping (the benchmark's switch) is bookkeeping too: every attack on
+  # every example gives the same outcome.
+  every = run(params, x, y, EPS, key, chunk_size=32, skip=False)
+  np.testing.assert_array_equal(np.asarray(every["broken_by"]), broken_by)
   pgd, _ = robustness.pgd_restarts_correct(
       APPLY, params, x, y, EPS, key, steps=40, step_size=0.01, restarts=3,
       chunk_size=64)
@@ -251,23 +255,12 @@ def _reference(module: str):
 def _torchattacks_accuracy(params, x, y, budget):
   """Per-attack and cascade accuracy by torchattacks at `budget`."""
   torch = _reference("torch")
-  torchattacks = _reference("torchattacks")
+  _reference("torchattacks")
   from experiments import torch_reference as ref
   module = ref.load_flax_params(ref.build(MODEL), params).eval()
   images = ref.to_nchw(np.asarray(x))
   labels = torch.from_numpy(np.asarray(y).astype(np.int64))
-  attacks = {
-      "apgd_ce": torchattacks.APGD(module, eps=EPS, steps=budget.apgd_steps,
-                                   loss="ce", n_restarts=1, seed=0),
-      "apgd_t": torchattacks.APGDT(module, eps=EPS, steps=budget.apgd_steps,
-                                   n_restarts=1, n_classes=10, seed=0),
-      "fab_t": torchattacks.FAB(module, eps=EPS, steps=budget.fab_steps,
-                                multi_targeted=True, n_restarts=1,
-                                n_classes=10, seed=0),
-      "square": torchattacks.Square(module, eps=EPS,
-                                    n_queries=budget.square_queries,
-                                    resc_schedule=False, seed=0),
-  }
+  attacks = ref.autoattack_attacks(module, EPS, budget)
   out = {}
   with torch.no_grad():
     def accuracy(adv):
@@ -275,7 +268,7 @@ def _torchattacks_accuracy(params, x, y, budget):
     for name, attack in attacks.items():
       out[name] = accuracy(attack(images, labels))
     out["cascade"] = accuracy(
-        torchattacks.MultiAttack(list(attacks.values()))(images, labels))
+        ref.autoattack_cascade(module, EPS, budget)(images, labels))
   return out
 
 

@@ -4,9 +4,11 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import REPO, error_line, mnist_dir
+from fgsm_jax import reporting
 
 
 # One method of each kind of round: nothing selected, selection and removal,
@@ -121,12 +123,33 @@ def test_report_attacks_every_saved_model(compared):
   args = (f"--compare_dir={compared}", "--test_size=128", "--pgd_steps=3",
           "--pgd_restarts=2", "--noise_draws=4", "--sweep=0,0.1,0.5",
           "--autoattack=fast", "--aa_apgd_steps=4", "--aa_target_classes=2",
+          "--subset_size=64", "--whole_test_set_for=initial,control",
           f"--data_dir={mnist_dir()}")
   result = run_module("experiments.report", *args)
   assert result.returncode == 0, result.stderr[-3000:]
   report = json.loads((compared / "report.json").read_text())
   assert [m["model"] for m in report["models"]] == ["initial"] + METHODS
-  assert report["test_examples"] == 128
+  assert report["test_examples"] == 64
+  # --whole_test_set_for: those models on all 128 test examples, and their
+  # accuracies over the first 64 too, which the others are paired against.
+  sizes = {m["model"]: m["test_examples"] for m in report["models"]}
+  assert sizes == {"initial": 128, "control": 128, "remove_retrain": 64,
+                   "salun": 64, "scrub": 64, "pgd_at": 64}
+  for m in report["models"]:
+    for seed in m["per_seed"]:
+      assert seed["test_examples"] == sizes[m["model"]]
+      assert ("accuracy_first" in seed) == (sizes[m["model"]] == 128)
+  first = report["models"][0]["per_seed"][0]["accuracy_first"]
+  assert first["examples"] == 64
+  # Paired on the same 64 examples: salun against the control's first 64.
+  by = {m["model"]: m for m in report["models"]}
+  comparison = json.loads((compared / "comparison.json").read_text())
+  row = next(r for r in reporting.paired_rows(comparison, report)
+             if r["method"] == "salun" and r["metric"] == "pgd")
+  expected = np.mean([a["accuracy"]["pgd"] - b["accuracy_first"]["pgd"]
+                      for a, b in zip(by["salun"]["per_seed"],
+                                      by["control"]["per_seed"])])
+  assert row["mean"] == pytest.approx(expected)
   assert report["attacks"]["pgd"]["restarts"] == 2
   assert report["attacks"]["autoattack"]["version"] == "fast"
   assert report["attacks"]["autoattack"]["apgd_t"]["target_classes"] == 2
@@ -147,7 +170,8 @@ def test_report_attacks_every_saved_model(compared):
           m["model"] != "initial")
       assert seed["sweep"]["epsilons"] == [0.0, 0.1, 0.5]
   text = (compared / "report.md").read_text()
-  assert "| pgd_at | 2 |" in text
+  assert "| pgd_at | 2 | 64 |" in text and "| control | 2 | 128 |" in text
+  assert "all 128 for initial, control (the test examples column)" in text
   assert "AutoAttack (fast: APGD-CE and APGD-T only" in text
   assert "| model | clean | after apgd_ce | after apgd_t |" in text.split(
       "## AutoAttack, attack by attack (MNIST")[1]
@@ -164,15 +188,22 @@ def test_report_attacks_every_saved_model(compared):
   assert "(n = 2, no interval)" in table
   for png in ("sweep.png", "rounds.png", "digits.png"):
     assert (compared / png).read_bytes()[:4] == b"\x89PNG"
-  # Interrupted after two models: a re-run keeps those and measures the rest.
+  # Interrupted after two models and one seed of the third: a re-run keeps
+  # those and measures the rest.
+  third = report["models"][2]
   report["models"] = report["models"][:2]
+  kept = dict(third["per_seed"][0], planted=True)  # Measured again: no mark.
+  report["partial"] = {third["model"]: [kept]}
   (compared / "report.json").write_text(json.dumps(report))
   again = run_module("experiments.report", *args)
   assert again.returncode == 0, again.stderr[-3000:]
-  assert again.stdout.count("(same attacks), kept") == 2
+  assert again.stdout.count("(same attacks, ") == 2
+  assert f"{third['model']}: seeds 1-1 already measured, kept" in again.stdout
   assert "transfer examples: " in again.stdout  # Crafted once, reused.
   resumed = json.loads((compared / "report.json").read_text())
   assert resumed["models"][:2] == report["models"]
+  assert resumed["models"][2]["per_seed"][0] == kept
+  assert resumed["partial"] == {}
   assert [m["model"] for m in resumed["models"]] == ["initial"] + METHODS
 
 
@@ -185,6 +216,13 @@ def test_report_refuses_an_empty_autoattack_budget(tmp_path):
   result = run_module("experiments.report", f"--compare_dir={tmp_path}",
                       "--aa_square_queries=0")
   error_line(result, 2, "square_queries must be >= 1")
+
+
+def test_report_names_an_unknown_whole_test_set_model(compared):
+  result = run_module("experiments.report", f"--compare_dir={compared[0]}",
+                      "--whole_test_set_for=initial,trades",
+                      f"--data_dir={mnist_dir()}")
+  error_line(result, 2, "--whole_test_set_for: no model trades")
 
 
 def test_report_needs_exactly_one_run_dir(tmp_path):
