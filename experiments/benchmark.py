@@ -24,12 +24,15 @@ programs are reported apart.
 compiled program, compiled apart) and torchattacks' (its four attacks at the
 same budgets in its `MultiAttack` cascade, `torch_reference.autoattack_attacks`)
 on the same weights of `--aa_model` (trained here like the initial models
-for `--aa_train_epochs` epochs, or read from `--aa_params`) and the first
-`--aa_examples` test examples, one after the other in this process, one
-timed run each (a run takes minutes); then, on the first
-`--aa_noskip_examples`, ours with and without the cascade's skipping (every
-attack on every example): what skipping buys. Results go to stdout and,
-with --json, a file.
+for `--aa_train_epochs` epochs and kept beside `--json`, or read from
+`--aa_params`) and the first `--aa_examples` test examples, in blocks of
+`--aa_block`: each block is one timed run of ours then one of torchattacks,
+side by side, and --json is written after it, so a run of hours survives an
+interruption: the same command with the same --json resumes at the next
+block (a block's two timings always come from one process and CPU; each
+block records its CPU). Then, on the first `--aa_noskip_examples`, ours with
+and without the cascade's skipping (every attack on every example): what
+skipping buys. Results go to stdout and, with --json, a file.
 """
 
 from __future__ import annotations
@@ -75,6 +78,10 @@ flags.DEFINE_list("parts", ["kernels", "rounds"],
 flags.DEFINE_string("aa_model", "lenet", "AutoAttack: the model attacked")
 flags.DEFINE_integer("aa_examples", 1000,
                      "AutoAttack: the first N test examples")
+flags.DEFINE_integer("aa_block", 100,
+                     "AutoAttack: examples per block; each block is timed "
+                     "ours then torchattacks, and --json is written after it "
+                     "(a re-run with the same --json resumes)")
 flags.DEFINE_integer("aa_noskip_examples", 100,
                      "AutoAttack: ours without skipping on the first N test "
                      "examples (0: not timed)")
@@ -271,6 +278,7 @@ def machine() -> dict:
   return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(
               timespec="seconds"),
           "platform": platform.platform(), "processor": platform.processor(),
+          "cpu_model": cpu_model(),
           "cpus": os.cpu_count(), "python": platform.python_version(),
           "jax": jax.__version__, "backend": jax.default_backend(),
           "devices": [str(d) for d in jax.devices()],
@@ -342,86 +350,175 @@ def measure(mnist: data.Dataset) -> dict:
             f"{theirs_s:7.1f} s, ours/pytorch {row['ours_over_pytorch']:.2f}x "
             f"(compile {compile_s:.1f} s apart)", flush=True)
   if "autoattack" in FLAGS.parts:
-    out["autoattack"] = autoattack_timing(torch, mnist, eps)
+    def save(row):
+      if FLAGS.json:
+        results.write_json_atomic(FLAGS.json, dict(out, autoattack=row))
+    earlier = (common.earlier_json(FLAGS.json).get("autoattack")
+               if FLAGS.json else None)
+    out["autoattack"] = autoattack_timing(torch, mnist, eps, earlier, save)
   return out
 
 
-def autoattack_timing(torch, mnist: data.Dataset, epsilon: float) -> dict:
-  """Ours and torchattacks' AutoAttack on the same weights and examples
-  (module docstring)."""
-  from experiments import torch_reference as ref
-  model, n = FLAGS.aa_model, FLAGS.aa_examples
-  budget = common.autoattack_budget()
+def cpu_model() -> str:
+  """The CPU's model name (Linux /proc/cpuinfo), else `platform.processor`."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or "unknown"
+
+
+def autoattack_weights(mnist: data.Dataset, model: str):
+  """(params, record of where they come from): `--aa_params`; else the
+  weights an earlier run of this benchmark trained and kept beside `--json`;
+  else trained here for `--aa_train_epochs` (and kept beside `--json`, so a
+  resumed run attacks the same weights)."""
   if FLAGS.aa_params:
-    params = jax.tree.map(lambda a: jnp.asarray(a[0]),
-                          results.read_params(FLAGS.aa_params))
-    weights = {"params": FLAGS.aa_params}
+    path, weights = FLAGS.aa_params, {"params": FLAGS.aa_params}
   else:
+    path = (os.path.splitext(FLAGS.json)[0] + "-params.msgpack"
+            if FLAGS.json else None)
     config = fj.get_config("default", model=model,
                            epochs=FLAGS.aa_train_epochs)
-    start = time.perf_counter()
-    params, _ = runner.train_one(config, mnist)
     weights = {"trained": f"preset default, {config.epochs} epoch(s), seed "
-                          f"{config.seed}",
-               "train_s": time.perf_counter() - start}
+                          f"{config.seed}", "params": path}
+    if path is None or not os.path.exists(path):
+      start = time.perf_counter()
+      params, _ = runner.train_one(config, mnist)
+      print(f"autoattack: trained {weights['trained']} in "
+            f"{time.perf_counter() - start:.0f} s", flush=True)
+      if path:
+        results.write_params(path, jax.tree.map(lambda a: a[None], params))
+      return params, weights
+  params = jax.tree.map(lambda a: jnp.asarray(a[0]), results.read_params(path))
+  return params, weights
+
+
+def autoattack_timing(torch, mnist: data.Dataset, epsilon: float,
+                      earlier: dict | None = None, save=None) -> dict:
+  """Ours and torchattacks' AutoAttack on the same weights and examples,
+  block by block (module docstring). `earlier`: the row an earlier run
+  wrote; its blocks are kept if it timed the same work. `save(row)` is
+  called after every block."""
+  from experiments import torch_reference as ref
+  model, n, block = FLAGS.aa_model, FLAGS.aa_examples, FLAGS.aa_block
+  budget = common.autoattack_budget()
+  params, weights = autoattack_weights(mnist, model)
   x = jnp.asarray(mnist.test_images[:n])
   y = jnp.asarray(mnist.test_labels[:n])
-  apply_fn = models.make_apply(model)
-  weights["clean_accuracy"] = float(jnp.mean(
-      jnp.argmax(apply_fn(params, x), -1) == y))
-  print(f"autoattack: {model}, {n} test examples, clean "
-        f"{weights['clean_accuracy']:.4f}, epsilon {epsilon}, budget "
+  apply_fn = models.make_apply(model, FLAGS.conv_impl)
+  forward_fn = models.make_apply(
+      model, models.resolve_forward_conv_impl(model, FLAGS.conv_impl))
+  clean = float(jnp.mean(jnp.argmax(apply_fn(params, x), -1) == y))
+  work = {"model": model, "examples": n, "block": block,
+          "chunk_size": FLAGS.aa_chunk_size, "weights": weights,
+          "budget": budget.describe("standard", epsilon)}
+  row = dict(work, clean_accuracy=clean, blocks=[],
+             torchattacks_version=_version("torchattacks"))
+  if earlier and {k: earlier.get(k) for k in work} == work:
+    row["blocks"] = earlier.get("blocks", [])
+    if "skipping" in earlier:
+      row["skipping"] = earlier["skipping"]
+    print(f"autoattack: {len(row['blocks'])} of {n // block} blocks timed by "
+          f"an earlier run, kept", flush=True)
+  elif earlier:
+    print("autoattack: the earlier run in --json timed other work; starting "
+          "over", flush=True)
+  print(f"autoattack: {model}, {n} test examples in blocks of {block}, clean "
+        f"{clean:.4f}, epsilon {epsilon}, budget "
         f"{budget}", flush=True)
 
-  def ours(count, skip):
-    program = jax.jit(lambda p, x, y, k: autoattack.autoattack(
-        apply_fn, p, x, y, epsilon, k, budget=budget,
-        chunk_size=FLAGS.aa_chunk_size, skip=skip))
-    args = (params, x[:count], y[:count], jax.random.key(0))
-    program, compile_s, _ = compiled(program, *args)
-    start = time.perf_counter()
-    outcome = jax.block_until_ready(program(*args))
-    return outcome, time.perf_counter() - start, compile_s
+  jitted = {skip: jax.jit(lambda p, x, y, i, k, skip=skip: autoattack.autoattack(
+      apply_fn, p, x, y, epsilon, k, budget=budget,
+      chunk_size=FLAGS.aa_chunk_size, index=i, skip=skip,
+      forward_fn=forward_fn))
+            for skip in (True, False)}
+  programs = {}
 
-  outcome, ours_s, compile_s = ours(n, True)
-  summary = autoattack.summary(outcome, "standard")
-  print(f"  ours: {ours_s:.1f} s (compile {compile_s:.1f} s apart), robust "
-        f"accuracy {float(jnp.mean(outcome['correct'])):.4f}", flush=True)
+  def ours(start, count, skip):
+    args = (params, x[start:start + count], y[start:start + count],
+            jnp.arange(start, start + count), jax.random.key(0))
+    if (count, skip) not in programs:
+      programs[count, skip] = compiled(jitted[skip], *args)[:2]
+    program, compile_s = programs[count, skip]
+    began = time.perf_counter()
+    outcome = jax.block_until_ready(program(*args))
+    return outcome, time.perf_counter() - began, compile_s
+
   module = ref.load_flax_params(ref.build(model), params).eval()
-  images = ref.to_nchw(np.asarray(x))
-  labels = torch.from_numpy(np.asarray(y, np.int64))
   cascade = ref.autoattack_cascade(module, epsilon, budget)
-  start = time.perf_counter()
-  adversarial = cascade(images, labels)
-  theirs_s = time.perf_counter() - start
-  with torch.no_grad():
-    theirs_acc = float((module(adversarial).argmax(1) == labels).float().mean())
-  print(f"  torchattacks: {theirs_s:.1f} s, robust accuracy {theirs_acc:.4f}",
-        flush=True)
-  row = {"model": model, "examples": n, "weights": weights,
-         "budget": budget.describe("standard", epsilon),
-         "chunk_size": FLAGS.aa_chunk_size,
-         "ours_s": ours_s, "ours_compile_s": compile_s,
-         "ours_robust_accuracy": float(jnp.mean(outcome["correct"])),
-         "ours_summary": summary,
-         "torchattacks_s": theirs_s, "torchattacks_robust_accuracy": theirs_acc,
-         "torchattacks_version": _version("torchattacks"),
-         "ours_over_torchattacks": theirs_s / ours_s}
+  done = {b["block"] for b in row["blocks"]}
+  for b in range(n // block):
+    if b in done:
+      continue
+    start = b * block
+    outcome, ours_s, compile_s = ours(start, block, True)
+    images = ref.to_nchw(np.asarray(x[start:start + block]))
+    labels = torch.from_numpy(np.asarray(y[start:start + block], np.int64))
+    began = time.perf_counter()
+    adversarial = cascade(images, labels)
+    theirs_s = time.perf_counter() - began
+    with torch.no_grad():
+      theirs = int((module(adversarial).argmax(1) == labels).sum())
+    broken_by = np.asarray(outcome["broken_by"])
+    record = {"block": b, "first": start, "ours_s": ours_s,
+              "ours_compile_s": compile_s,
+              "ours_correct": int(np.sum(np.asarray(outcome["correct"]))),
+              "ours_broken_by": {name: int(np.sum(broken_by == k)) for k, name
+                                 in enumerate(autoattack.ATTACKS, start=1)},
+              "torchattacks_s": theirs_s, "torchattacks_correct": theirs,
+              "ours_over_torchattacks": theirs_s / ours_s,
+              "cpu": cpu_model(), "date": datetime.datetime.now(
+                  datetime.timezone.utc).isoformat(timespec="seconds")}
+    row["blocks"] = sorted(row["blocks"] + [record], key=lambda r: r["block"])
+    print(f"  block {b + 1}/{n // block} (examples {start}-{start + block - 1})"
+          f": ours {ours_s:.1f} s (robust {record['ours_correct']}), "
+          f"torchattacks {theirs_s:.1f} s (robust {theirs}), "
+          f"{record['ours_over_torchattacks']:.2f}x", flush=True)
+    if save:
+      save(row)
+  blocks = row["blocks"]
+  ours_s = sum(r["ours_s"] for r in blocks)
+  theirs_s = sum(r["torchattacks_s"] for r in blocks)
+  row.update(
+      ours_s=ours_s, torchattacks_s=theirs_s,
+      ours_robust_accuracy=sum(r["ours_correct"] for r in blocks) / n,
+      torchattacks_robust_accuracy=sum(
+          r["torchattacks_correct"] for r in blocks) / n,
+      ours_over_torchattacks=theirs_s / ours_s,
+      median_block_ratio=statistics.median(
+          r["ours_over_torchattacks"] for r in blocks),
+      cpus=sorted({r["cpu"] for r in blocks}))
   print(f"autoattack ({model}, {n} examples): ours {ours_s:.1f} s, "
         f"torchattacks {theirs_s:.1f} s, ours/torchattacks "
-        f"{row['ours_over_torchattacks']:.2f}x", flush=True)
+        f"{row['ours_over_torchattacks']:.2f}x (median over blocks "
+        f"{row['median_block_ratio']:.2f}x); robust accuracy ours "
+        f"{row['ours_robust_accuracy']:.4f}, torchattacks "
+        f"{row['torchattacks_robust_accuracy']:.4f}", flush=True)
+  if len(row["cpus"]) > 1:
+    print(f"  note: the blocks ran on {len(row['cpus'])} CPUs "
+          f"({'; '.join(row['cpus'])}); each block's two timings share one",
+          flush=True)
   k = min(FLAGS.aa_noskip_examples, n)
-  if k:
-    skipped, skip_s, _ = ours(k, True)
-    every, every_s, _ = ours(k, False)
+  if k and "skipping" not in row:
+    skipped, skip_s, _ = ours(0, k, True)
+    every, every_s, _ = ours(0, k, False)
     row["skipping"] = {
         "examples": k, "with_skipping_s": skip_s, "without_skipping_s": every_s,
-        "speedup": every_s / skip_s,
+        "speedup": every_s / skip_s, "cpu": cpu_model(),
         "same_outcome": bool(np.array_equal(np.asarray(skipped["correct"]),
                                             np.asarray(every["correct"])))}
-    print(f"  skipping, first {k} examples: {skip_s:.1f} s with, {every_s:.1f}"
-          f" s without ({row['skipping']['speedup']:.2f}x; same per-example "
-          f"outcome: {row['skipping']['same_outcome']})", flush=True)
+    if save:
+      save(row)
+  if k:
+    s = row["skipping"]
+    print(f"  skipping, first {s['examples']} examples: "
+          f"{s['with_skipping_s']:.1f} s with, {s['without_skipping_s']:.1f} s "
+          f"without ({s['speedup']:.2f}x; same per-example outcome: "
+          f"{s['same_outcome']})", flush=True)
   return row
 
 
@@ -454,6 +551,9 @@ def main(argv):
   if "autoattack" in FLAGS.parts:
     if FLAGS.aa_examples < 1 or FLAGS.aa_noskip_examples < 0:
       common.fail("--aa_examples must be >= 1 and --aa_noskip_examples >= 0")
+    if FLAGS.aa_block < 1 or FLAGS.aa_examples % FLAGS.aa_block:
+      common.fail(f"--aa_block must divide --aa_examples, got "
+                  f"{FLAGS.aa_block} and {FLAGS.aa_examples}")
     if FLAGS.aa_model not in models.MODELS:
       common.fail(f"--aa_model: one of {sorted(models.MODELS)}, got "
                   f"{FLAGS.aa_model!r}")

@@ -116,6 +116,8 @@ def main(argv):
   print(f"report: {data_lib.DATASETS[config.dataset].title} test set from "
         f"{source.description}", flush=True)
   apply_fn = models.make_apply(config.model, config.conv_impl)
+  forward_fn = models.make_apply(config.model, models.resolve_forward_conv_impl(
+      config.model, config.conv_impl))
   suite = robustness.AttackSuite(FLAGS.pgd_steps, FLAGS.pgd_step_size,
                                  FLAGS.pgd_restarts, FLAGS.noise_draws)
   images = jnp.asarray(dataset.test_images)
@@ -191,7 +193,8 @@ def main(argv):
       aa = autoattack.autoattack(apply_fn, params, images, labels,
                                  config.epsilon, jax.random.fold_in(key, 7),
                                  version=FLAGS.autoattack, budget=budget,
-                                 chunk_size=FLAGS.aa_chunk_size)
+                                 chunk_size=FLAGS.aa_chunk_size,
+                                 forward_fn=forward_fn)
     return correct, pgd_trace, curve, zero, aa
 
   attack_info = suite.describe(config.epsilon)

@@ -107,8 +107,8 @@ def autoattack(apply_fn: ApplyFn, params: Params, images: jax.Array,
                labels: jax.Array, epsilon, key: jax.Array, *,
                version: str = "standard", budget: Budget = Budget(),
                chunk_size: int = 100, index: jax.Array | None = None,
-               attacks: tuple[str, ...] | None = None, skip: bool = True
-               ) -> dict[str, jax.Array]:
+               attacks: tuple[str, ...] | None = None, skip: bool = True,
+               forward_fn: ApplyFn | None = None) -> dict[str, jax.Array]:
   """AutoAttack's per-example outcome (module docstring). Jittable with
   `version`, `budget` and `chunk_size` static; call it once per model (not
   under `vmap`, which would run the skipped chunks too).
@@ -124,6 +124,10 @@ def autoattack(apply_fn: ApplyFn, params: Params, images: jax.Array,
       reordered or subset, as long as it keeps its id.
     skip: False runs every attack on every example and chunk (the same
       outcome at the cost of no cascade; for measuring what skipping buys).
+    forward_fn: the same model for the passes that need no gradient
+      (Square's queries, FAB-T's checks; e.g. with a convolution that is
+      faster without one, `models.resolve_forward_conv_impl`); default
+      `apply_fn`.
 
   Returns:
     dict: 'correct' float [N] (1.0 robust); 'broken_by' int [N] (-1
@@ -172,13 +176,14 @@ def autoattack(apply_fn: ApplyFn, params: Params, images: jax.Array,
       x, y, _ = batch
       targets = target_classes(apply_fn(params, x), rank)
       return fab.fab_targeted(apply_fn, params, x, y, targets, epsilon,
-                              steps=budget.fab_steps, active=active)[0]
+                              steps=budget.fab_steps, active=active,
+                              forward_fn=forward_fn)[0]
     return attack
 
   def square_attack(run_key):
     def attack(batch, active):
       x, y, i = batch
-      return square.square(apply_fn, params, x, y, epsilon,
+      return square.square(forward_fn or apply_fn, params, x, y, epsilon,
                            keys_of(run_key, i),
                            queries=budget.square_queries,
                            p_init=budget.square_p_init, active=active)[0]

@@ -82,7 +82,8 @@ class _State:
 def fab_targeted(apply_fn: ApplyFn, params: Params, images: jax.Array,
                  labels: jax.Array, targets: jax.Array, epsilon, *,
                  steps: int = 100, alpha_max: float = 0.1, eta: float = 1.05,
-                 beta: float = 0.9, active: jax.Array | None = None):
+                 beta: float = 0.9, active: jax.Array | None = None,
+                 forward_fn: ApplyFn | None = None):
   """One FAB-T run per example (module docstring).
 
   Args:
@@ -92,12 +93,15 @@ def fab_targeted(apply_fn: ApplyFn, params: Params, images: jax.Array,
     steps: iterations (static); alpha_max, eta, beta: the paper's constants.
     active: bool [B], the examples to attack (default all); the loop stops
       once each of them is broken.
+    forward_fn: the same model for the passes without a gradient (is the
+      new point misclassified?); default `apply_fn`.
 
   Returns:
     (correct float [B]: 0.0 where a point within epsilon is misclassified;
     adversarial images [B, ...]: that point, else the clean image).
   """
   chex.assert_rank([images, labels, targets], [4, 1, 1])
+  forward_fn = forward_fn or apply_fn
   active = jnp.ones(labels.shape, bool) if active is None else active
   n = labels.shape[0]
   flat = lambda a: a.reshape(n, -1)
@@ -124,7 +128,8 @@ def fab_targeted(apply_fn: ApplyFn, params: Params, images: jax.Array,
     alpha = jnp.clip(a1 / (a1 + a2), 0.0, alpha_max)[:, None]
     x = jnp.clip((x + eta * d1) * (1 - alpha) + (x0 + eta * d2) * alpha,
                  0.0, 1.0)
-    wrong = jnp.argmax(apply_fn(params, x.reshape(images.shape)), -1) != labels
+    wrong = jnp.argmax(forward_fn(params, x.reshape(images.shape)),
+                       -1) != labels
     norm = jnp.max(jnp.abs(x - x0), -1)
     closer = wrong & (norm < s.best_norm)
     return _State(
@@ -144,5 +149,5 @@ def fab_targeted(apply_fn: ApplyFn, params: Params, images: jax.Array,
   out = jax.lax.while_loop(running, body, init)
   found = out.best_norm <= epsilon
   x_adv = jnp.where(found[:, None, None, None], out.x_best, images)
-  right = jnp.argmax(apply_fn(params, x_adv), -1) == labels
+  right = jnp.argmax(forward_fn(params, x_adv), -1) == labels
   return right.astype(jnp.float32), x_adv

@@ -44,6 +44,22 @@ def resolve_conv_impl(impl: str) -> str:
   return impl
 
 
+# Passes without a gradient on CPU (e.g. Square's queries): XLA's convolution
+# is faster for the Fig. 3 network's wide layers (32 and 64 channels), the
+# shifted matmul for LeNet-5's narrow ones (BUILD_NOTES.md, "AutoAttack in
+# JAX": speed).
+CPU_FORWARD_CONV_IMPL = {"lenet": "xla", "lenet5": "shifted_matmul"}
+
+
+def resolve_forward_conv_impl(model: str, impl: str = "auto") -> str:
+  """The convolution of passes that need no gradient: `impl` if given, else
+  per model on CPU (`CPU_FORWARD_CONV_IMPL`) and 'xla' on accelerators."""
+  check_conv_impl(impl)
+  if impl == "auto" and jax.default_backend() == "cpu":
+    return CPU_FORWARD_CONV_IMPL.get(model, "shifted_matmul")
+  return resolve_conv_impl(impl)
+
+
 def _shifted_patches(x: jax.Array, kh: int, kw: int) -> jax.Array:
   """[B, H, W, C] -> [B, H-kh+1, W-kw+1, kh*kw*C], ordered like a HWIO kernel."""
   out_h, out_w = x.shape[1] - kh + 1, x.shape[2] - kw + 1

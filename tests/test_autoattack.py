@@ -216,6 +216,30 @@ def test_the_cascade_is_per_example_and_order_free(trained):
   assert correct.mean() <= float(jnp.mean(pgd))
 
 
+@pytest.mark.parametrize("attack", ["square", "fab_t"])
+def test_gradient_free_passes_go_through_forward_fn(trained, attack):
+  """`forward_fn` (a gradient-free copy of the model, e.g. with a faster
+  convolution) is what Square queries and what FAB-T checks its points
+  with: given another model's scores, the attack sees that model; the clean
+  check before the cascade stays with `apply_fn`."""
+  params, x, y = trained
+  other = models.init_params(jax.random.key(9), MODEL)
+  one_pass = functools.partial(
+      autoattack.autoattack, APPLY, params, x, y, EPS, jax.random.key(0),
+      version="custom", attacks=(attack,), chunk_size=64,
+      budget=autoattack.Budget(square_queries=1, fab_steps=1,
+                               target_classes=1))
+  own = one_pass()
+  elsewhere = one_pass(forward_fn=lambda _, z: APPLY(other, z))
+  clean = np.asarray(losses.per_example_correct(APPLY(params, x), y))
+  other_right = np.asarray(losses.per_example_correct(APPLY(other, x), y))
+  assert np.asarray(own["trace"])[0] == np.asarray(elsewhere["trace"])[0]
+  assert float(jnp.mean(own["correct"])) > 0.5
+  # One query or step: at most about the other model's right ones are left.
+  assert float(jnp.mean(elsewhere["correct"])) <= float(np.mean(
+      clean * other_right)) + 0.05
+
+
 def test_budget_and_version_are_checked():
   with pytest.raises(ValueError, match="unknown AutoAttack version"):
     autoattack.Budget().describe("strong", 0.1)

@@ -74,6 +74,16 @@ class ModelsTest(parameterized.TestCase):
       b = fn(params, "xla")
       chex.assert_trees_all_close(a, b, rtol=2e-3, atol=2e-5)
 
+  def test_forward_conv_impl(self):
+    for model in models.MODELS:
+      for impl in ("shifted_matmul", "xla"):
+        self.assertEqual(models.resolve_forward_conv_impl(model, impl), impl)
+      expected = (models.CPU_FORWARD_CONV_IMPL[model]
+                  if jax.default_backend() == "cpu" else "xla")
+      self.assertEqual(models.resolve_forward_conv_impl(model), expected)
+    with self.assertRaisesRegex(ValueError, "conv_impl must be one of"):
+      models.resolve_forward_conv_impl("lenet", "fast")
+
   def test_max_pool_and_its_gradient_match_flax(self):
     x = jax.random.normal(jax.random.key(0), (3, 24, 24, 5))
     flax_pool = lambda x: nn.max_pool(x, (2, 2), (2, 2))
