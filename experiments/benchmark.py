@@ -387,7 +387,7 @@ def autoattack_weights(mnist: data.Dataset, model: str):
                           f"{config.seed}", "params": path}
     if path is None or not os.path.exists(path):
       start = time.perf_counter()
-      params, _ = runner.train_one(config, mnist)
+      params = jax.block_until_ready(runner.train_one(config, mnist)[0])
       print(f"autoattack: trained {weights['trained']} in "
             f"{time.perf_counter() - start:.0f} s", flush=True)
       if path:
