@@ -53,8 +53,8 @@ from absl import app, flags
 from experiments import common
 
 import fgsm_jax as fj
-from fgsm_jax import (attacks, autoattack, data, evaluation, loop, methods,
-                      models, results, runner, training)
+from fgsm_jax import (attacks, autoattack, data, evaluation, local_forward,
+                      loop, methods, models, results, runner, training)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", ["lenet", "lenet5"], "models to measure")
@@ -410,12 +410,15 @@ def autoattack_timing(torch, mnist: data.Dataset, epsilon: float,
   x = jnp.asarray(mnist.test_images[:n])
   y = jnp.asarray(mnist.test_labels[:n])
   apply_fn = models.make_apply(model, FLAGS.conv_impl)
-  forward_fn = models.make_apply(
-      model, models.resolve_forward_conv_impl(model, FLAGS.conv_impl))
+  forward_impl = models.resolve_forward_conv_impl(model, FLAGS.conv_impl)
+  forward_fn = models.make_apply(model, forward_impl)
+  square_forward = local_forward.for_model(model, forward_impl)
   clean = float(jnp.mean(jnp.argmax(apply_fn(params, x), -1) == y))
   work = {"model": model, "examples": n, "block": block,
           "chunk_size": FLAGS.aa_chunk_size, "weights": weights,
-          "budget": budget.describe("standard", epsilon)}
+          "budget": budget.describe("standard", epsilon),
+          "square_queries": ("window" if model in local_forward.WINDOWED
+                             else "whole pass")}
   row = dict(work, clean_accuracy=clean, blocks=[],
              torchattacks_version=_version("torchattacks"))
   if earlier and {k: earlier.get(k) for k in work} == work:
@@ -434,7 +437,7 @@ def autoattack_timing(torch, mnist: data.Dataset, epsilon: float,
   jitted = {skip: jax.jit(lambda p, x, y, i, k, skip=skip: autoattack.autoattack(
       apply_fn, p, x, y, epsilon, k, budget=budget,
       chunk_size=FLAGS.aa_chunk_size, index=i, skip=skip,
-      forward_fn=forward_fn))
+      forward_fn=forward_fn, local_forward=square_forward))
             for skip in (True, False)}
   programs = {}
 

@@ -41,6 +41,7 @@ from fgsm_jax import attacks
 from fgsm_jax import config as config_lib
 from fgsm_jax import data as data_lib
 from fgsm_jax import autoattack
+from fgsm_jax import local_forward
 from fgsm_jax import models, plots, reporting, results, robustness, runner
 
 FLAGS = flags.FLAGS
@@ -116,8 +117,10 @@ def main(argv):
   print(f"report: {data_lib.DATASETS[config.dataset].title} test set from "
         f"{source.description}", flush=True)
   apply_fn = models.make_apply(config.model, config.conv_impl)
-  forward_fn = models.make_apply(config.model, models.resolve_forward_conv_impl(
-      config.model, config.conv_impl))
+  forward_impl = models.resolve_forward_conv_impl(config.model,
+                                                  config.conv_impl)
+  forward_fn = models.make_apply(config.model, forward_impl)
+  square_forward = local_forward.for_model(config.model, forward_impl)
   suite = robustness.AttackSuite(FLAGS.pgd_steps, FLAGS.pgd_step_size,
                                  FLAGS.pgd_restarts, FLAGS.noise_draws)
   images = jnp.asarray(dataset.test_images)
@@ -194,7 +197,8 @@ def main(argv):
                                  config.epsilon, jax.random.fold_in(key, 7),
                                  version=FLAGS.autoattack, budget=budget,
                                  chunk_size=FLAGS.aa_chunk_size,
-                                 forward_fn=forward_fn)
+                                 forward_fn=forward_fn,
+                                 local_forward=square_forward)
     return correct, pgd_trace, curve, zero, aa
 
   attack_info = suite.describe(config.epsilon)

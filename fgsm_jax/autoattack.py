@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fgsm_jax import apgd, evaluation, fab, losses, square
+from fgsm_jax.local_forward import LocalForward
 from fgsm_jax.models import ApplyFn, Params
 
 ATTACKS = ("apgd_ce", "apgd_t", "fab_t", "square")
@@ -108,7 +109,9 @@ def autoattack(apply_fn: ApplyFn, params: Params, images: jax.Array,
                version: str = "standard", budget: Budget = Budget(),
                chunk_size: int = 100, index: jax.Array | None = None,
                attacks: tuple[str, ...] | None = None, skip: bool = True,
-               forward_fn: ApplyFn | None = None) -> dict[str, jax.Array]:
+               forward_fn: ApplyFn | None = None,
+               local_forward: LocalForward | None = None
+               ) -> dict[str, jax.Array]:
   """AutoAttack's per-example outcome (module docstring). Jittable with
   `version`, `budget` and `chunk_size` static; call it once per model (not
   under `vmap`, which would run the skipped chunks too).
@@ -128,6 +131,9 @@ def autoattack(apply_fn: ApplyFn, params: Params, images: jax.Array,
       (Square's queries, FAB-T's checks; e.g. with a convolution that is
       faster without one, `models.resolve_forward_conv_impl`); default
       `apply_fn`.
+    local_forward: the same model split for Square's one-square changes
+      (`local_forward.for_model`, with the convolution of `forward_fn`);
+      default every query a whole `forward_fn` pass.
 
   Returns:
     dict: 'correct' float [N] (1.0 robust); 'broken_by' int [N] (-1
@@ -186,7 +192,8 @@ def autoattack(apply_fn: ApplyFn, params: Params, images: jax.Array,
       return square.square(forward_fn or apply_fn, params, x, y, epsilon,
                            keys_of(run_key, i),
                            queries=budget.square_queries,
-                           p_init=budget.square_p_init, active=active)[0]
+                           p_init=budget.square_p_init, active=active,
+                           local_forward=local_forward)[0]
     return attack
 
   def runs(make, attack_key, count, ranked):

@@ -120,13 +120,16 @@ class Conv3x3(nn.Module):
     kernel = self.param("kernel", nn.initializers.glorot_uniform(),
                         (3, 3, x.shape[-1], self.features))
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
-    if resolve_conv_impl(self.impl) == "shifted_matmul":
-      y = conv_valid_shifted(x, kernel)
-    else:
-      y = jax.lax.conv_general_dilated(
-          x, kernel, (1, 1), "VALID",
-          dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return y + bias
+    return conv_valid(x, kernel, self.impl) + bias
+
+
+def conv_valid(x: jax.Array, kernel: jax.Array, impl: str = "auto"):
+  """A stride-1 'valid' convolution of [B, H, W, C] by an HWIO kernel with
+  `impl`'s kernel (`resolve_conv_impl`); no bias."""
+  if resolve_conv_impl(impl) == "shifted_matmul":
+    return conv_valid_shifted(x, kernel)
+  return jax.lax.conv_general_dilated(
+      x, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 @jax.custom_vjp

@@ -12,11 +12,18 @@ example's own key (the reference draws one square per batch), so the result
 does not depend on the batch. The loop stops early once every attacked
 example is misclassified.
 
+The queries run in phases of one square side each (a static size), so a
+model's `local_forward.LocalForward` can recompute only what the square
+touches (the Fig. 3 LeNet's: a few times fewer multiply-adds a query);
+by default every query is a whole forward pass.
+
 Gradient masking does not stop it: a model whose input gradient is zero
 (or useless) falls to Square where APGD finds nothing.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import chex
 import flax.struct
@@ -24,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fgsm_jax import local_forward as local_forward_lib
 from fgsm_jax import losses
 from fgsm_jax.models import ApplyFn, Params
 
@@ -40,18 +48,27 @@ def square_sizes(queries: int, p_init: float, height: int,
   return np.minimum(side, min(height, width)).astype(np.int32)
 
 
+def phases(sizes: np.ndarray) -> list[tuple[int, int, int]]:
+  """(first query, end, side) of each run of queries with one side."""
+  starts = [0] + [i for i in range(1, len(sizes)) if sizes[i] != sizes[i - 1]]
+  ends = starts[1:] + [len(sizes)]
+  return [(a, b, int(sizes[a])) for a, b in zip(starts, ends)]
+
+
 @flax.struct.dataclass
 class _State:
   """One Square run's per-example state between queries."""
   i: jax.Array
   x_best: jax.Array
+  features: Any  # The model's LocalForward features of x_best.
   margin_best: jax.Array
 
 
 def square(apply_fn: ApplyFn, params: Params, images: jax.Array,
            labels: jax.Array, epsilon, keys: jax.Array, *,
            queries: int = 5000, p_init: float = 0.8,
-           active: jax.Array | None = None):
+           active: jax.Array | None = None,
+           local_forward: local_forward_lib.LocalForward | None = None):
   """One Square run per example (module docstring).
 
   Args:
@@ -61,6 +78,9 @@ def square(apply_fn: ApplyFn, params: Params, images: jax.Array,
     queries: queries after the first (static); p_init: the first square's
       share of the image.
     active: bool [B], the examples to attack (default all).
+    local_forward: the same model's forward pass split for one-square
+      changes (`local_forward.for_model`); default `full(apply_fn)`. The
+      final check is `apply_fn`'s.
 
   Returns:
     (correct float [B], adversarial images [B, ...]: the last accepted point,
@@ -68,13 +88,14 @@ def square(apply_fn: ApplyFn, params: Params, images: jax.Array,
   """
   chex.assert_rank([images, labels], [4, 1])
   active = jnp.ones(labels.shape, bool) if active is None else active
+  model = local_forward or local_forward_lib.full(apply_fn)
   _, height, width, channels = images.shape
-  sizes = jnp.asarray(square_sizes(queries, p_init, height, width))
+  sizes = square_sizes(queries, p_init, height, width)
   rows = jnp.arange(height)[:, None, None]
   cols = jnp.arange(width)[None, :, None]
 
-  def score(x):
-    return losses.margin(apply_fn(params, x), labels)
+  def score(features):
+    return losses.margin(model.head(params, features), labels)
 
   def stripes(x, k):
     signs = jax.random.rademacher(k, (1, width, channels), x.dtype)
@@ -90,27 +111,34 @@ def square(apply_fn: ApplyFn, params: Params, images: jax.Array,
     inside = ((rows >= top) & (rows < top + side) & (cols >= left)
               & (cols < left + side))
     moved = x_best + jnp.where(inside, 2.0 * epsilon * signs, 0.0)
-    return jnp.clip(jnp.clip(moved, x - epsilon, x + epsilon), 0.0, 1.0)
+    return (jnp.clip(jnp.clip(moved, x - epsilon, x + epsilon), 0.0, 1.0),
+            top, left)
 
-  def body(s):
-    step_keys = jax.vmap(lambda k: jax.random.fold_in(k, s.i + 1))(keys)
-    side = sizes[s.i]
-    x_new = jax.vmap(propose, (0, 0, 0, None))(s.x_best, images, step_keys,
-                                               side)
-    margin = score(x_new)
-    accept = (s.margin_best > 0) & (margin < s.margin_best)
-    return _State(
-        i=s.i + 1,
-        x_best=jnp.where(accept[:, None, None, None], x_new, s.x_best),
-        margin_best=jnp.where(accept, margin, s.margin_best))
+  def phase(state, end, side):
+    def body(s):
+      step_keys = jax.vmap(lambda k: jax.random.fold_in(k, s.i + 1))(keys)
+      x_new, top, left = jax.vmap(propose, (0, 0, 0, None))(
+          s.x_best, images, step_keys, side)
+      features = model.update(params, s.features, x_new, top, left, side)
+      margin = score(features)
+      accept = (s.margin_best > 0) & (margin < s.margin_best)
 
-  def running(s):
-    return jnp.logical_and(s.i < queries,
-                           jnp.any(active & (s.margin_best > 0)))
+      def keep(new, old):
+        return jnp.where(accept.reshape((-1,) + (1,) * (new.ndim - 1)),
+                         new, old)
+      return _State(i=s.i + 1, x_best=keep(x_new, s.x_best),
+                    features=jax.tree.map(keep, features, s.features),
+                    margin_best=keep(margin, s.margin_best))
 
-  out = jax.lax.while_loop(
-      running, body,
-      _State(i=jnp.zeros((), jnp.int32), x_best=start,
-             margin_best=score(start)))
-  right = jnp.argmax(apply_fn(params, out.x_best), -1) == labels
-  return right.astype(jnp.float32), out.x_best
+    def running(s):
+      return jnp.logical_and(s.i < end,
+                             jnp.any(active & (s.margin_best > 0)))
+    return jax.lax.while_loop(running, body, state)
+
+  features = model.features(params, start)
+  state = _State(i=jnp.zeros((), jnp.int32), x_best=start, features=features,
+                 margin_best=score(features))
+  for _, end, side in phases(sizes):
+    state = phase(state, end, side)
+  right = jnp.argmax(apply_fn(params, state.x_best), -1) == labels
+  return right.astype(jnp.float32), state.x_best
