@@ -62,7 +62,8 @@ def test_autoattack_timing_resumes_at_the_next_block(tmp_path, trained_lenet5):
                              square_queries=20)
   work = {"model": "lenet5", "examples": 8, "block": 4, "chunk_size": 4,
           "weights": {"params": weights},
-          "budget": budget.describe("standard", 0.1)}
+          "budget": budget.describe("standard", 0.1),
+          "square_queries": "whole pass"}  # LeNet-5's (local_forward.full)
   planted = {"block": 0, "first": 0, "ours_s": 3.0, "torchattacks_s": 6.0,
              "ours_correct": 1, "torchattacks_correct": 2,
              "ours_over_torchattacks": 2.0, "cpu": "a planted CPU",
