@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import json
 import logging
 import math
@@ -46,6 +47,9 @@ HELP = {
     "train_size": "first N training examples (0 = all)",
     "test_size": "first N test examples (0 = all)",
     "method": f"one of {', '.join(methods.METHODS)}",
+    "select_from": "train (the paper's text) or test_indices (its Figs. "
+                   "8-9: test examples scored, their indices removed from "
+                   "the training set; a Table 1 hypothesis)",
     "forget_batch_size": "forget-set examples beside each retain minibatch",
     "neggrad_alpha": "neggrad_plus: weight of the retain CE",
     "ascent_cap": "neggrad_plus, scrub: per-example cap of the ascent loss",
@@ -309,10 +313,23 @@ def load_data(config: config_lib.Config
   """`config.dataset`, cut to `config`'s sizes, and its source."""
   dataset, source = load_full(config.dataset)
   try:
-    return (data_lib.take(dataset, config.train_size, config.test_size),
-            source)
+    dataset = data_lib.take(dataset, config.train_size, config.test_size)
   except data_lib.DataError as e:
     fail(str(e))
+  n_train, n_test = len(dataset.train_labels), len(dataset.test_labels)
+  if config.select_from == "test_indices" and n_test > n_train:
+    fail(f"--select_from=test_indices removes training examples by test "
+         f"index: it needs at most as many test examples ({n_test}) as "
+         f"training examples ({n_train}); lower --test_size")
+  return dataset, source
+
+
+def floats(values: list[str], flag: str) -> list[float]:
+  """A list flag's values as numbers, or one line naming the flag."""
+  try:
+    return [float(v) for v in values]
+  except ValueError:
+    fail(f"{flag} must be numbers, got {','.join(values)}")
 
 
 def header_line(config: config_lib.Config, source: data_lib.Source,
@@ -362,8 +379,17 @@ class ProgressPrinter:
     left = elapsed / self.done * max(self.epochs - done, 0)
     return f"; epochs {done}/{self.epochs}, about {left:.0f}s left at most"
 
+  def labelled(self, label: str):
+    """A progress function for another part of the same run (e.g. the
+    control beside the method): its lines start with `label`, and its
+    epochs count toward this printer's total and time left."""
+    return functools.partial(self.report, label=label)
+
   def __call__(self, kind, values):
-    key = (kind, int(values["round"]), int(values.get("epoch", 0)))
+    self.report(kind, values, self.label)
+
+  def report(self, kind, values, label: str):
+    key = (label, kind, int(values["round"]), int(values.get("epoch", 0)))
     self.pending.setdefault(key, []).append(values)
     if len(self.pending[key]) < self.seeds:
       return
@@ -371,16 +397,16 @@ class ProgressPrinter:
     if not reports:
       return
     elapsed = time.perf_counter() - self.start
-    head = f"[{elapsed:7.1f}s] {self.label}"
+    head = f"[{elapsed:7.1f}s] {label}"
     if kind == "epoch":
       loss = sum(float(v["loss"]) for v in reports) / len(reports)
-      print(f"{head}round {key[1]} epoch {key[2]}/"
+      print(f"{head}round {key[2]} epoch {key[3]}/"
             f"{int(reports[0]['epochs'])}: train loss {loss:.4f}"
             f"{self.eta(elapsed)}", flush=True)
     else:
       def mean(name):
         return sum(float(getattr(v["metrics"], name)) for v in reports) / len(reports)
-      print(f"{head}round {key[1]} done ({len(reports)} seed(s) "
+      print(f"{head}round {key[2]} done ({len(reports)} seed(s) "
             f"active): clean {mean('clean_accuracy'):.4f}, FGSM white-box "
             f"{mean('fgsm_accuracy'):.4f}, FGSM stale "
             f"{mean('transfer_accuracy'):.4f}, removed "

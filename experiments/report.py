@@ -42,7 +42,8 @@ from fgsm_jax import config as config_lib
 from fgsm_jax import data as data_lib
 from fgsm_jax import autoattack
 from fgsm_jax import local_forward
-from fgsm_jax import models, plots, reporting, results, robustness, runner
+from fgsm_jax import models, paper_pipelines, plots, reporting, results
+from fgsm_jax import robustness, runner
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("compare_dir", None, "output dir of experiments.compare")
@@ -70,6 +71,14 @@ flags.DEFINE_list("sweep", ["0", "0.05", "0.1", "0.2", "0.3", "0.4", "0.5"],
                   "epsilons of the sweep (PGD, 10 steps of 0.25 eps)")
 flags.DEFINE_bool("transfer_other", True,
                   "also transfer from a model of the other architecture")
+flags.DEFINE_bool("explain", True,
+                  "MNIST runs with initial models: run the pipelines that "
+                  "might have produced the paper's Table 1 on them "
+                  "(fgsm_jax.paper_pipelines, and a model trained on raw "
+                  "0-255 pixels) and add the explanation table")
+flags.DEFINE_list("explain_epsilons", paper_pipelines.DEFAULT_EPSILONS,
+                  "epsilons of the explanation's FGSM sweep (what epsilon "
+                  "gives the paper's 0.0796)")
 flags.DEFINE_bool("plots", True, "write sweep.png, rounds.png, digits.png")
 flags.DEFINE_integer("chunk_size", 500, "examples per chunk")
 flags.DEFINE_integer("seed", 0, "attack PRNG seed")
@@ -100,10 +109,9 @@ def main(argv):
       or FLAGS.noise_draws < 1):
     common.fail("test_size and subset_size must be >= 0, pgd_restarts and "
                 "noise_draws >= 1")
-  try:
-    sweep = [float(e) for e in FLAGS.sweep]
-  except ValueError:
-    common.fail(f"--sweep must be numbers, got {FLAGS.sweep}")
+  sweep = common.floats(FLAGS.sweep, "--sweep")
+  explain_epsilons = common.floats(FLAGS.explain_epsilons,
+                                   "--explain_epsilons")
   fields = {f.name for f in dataclasses.fields(config_lib.Config)}
   config = config_lib.Config(**{k: v for k, v in
                                 comparison["methods"][0]["config"].items()
@@ -174,7 +182,7 @@ def main(argv):
             f"clean {info[name]['source_clean_accuracy']:.4f}, its own PGD "
             f"{info[name]['source_pgd_accuracy']:.4f}", flush=True)
     tmp = cache + ".tmp.npz"
-    np.savez(tmp, **{k: np.asarray(v) for k, v in crafted.items()})
+    np.savez_compressed(tmp, **{k: np.asarray(v) for k, v in crafted.items()})
     os.replace(tmp, cache)
     return crafted, info
 
@@ -224,7 +232,11 @@ def main(argv):
   params_files = {name: os.path.join(run_dir, f"params-{name}.msgpack")
                   for name in ["initial"] + list(entries)}
   if FLAGS.unlearn_dir:
+    # The method's final models, and its control's when it ran beside it.
     params_files = {config.method: os.path.join(run_dir, "params.msgpack")}
+    if "control" in entries:
+      params_files["control"] = os.path.join(run_dir,
+                                             "params-control.msgpack")
   out_json = os.path.join(run_dir, "report.json")
   unknown = sorted(set(FLAGS.whole_test_set_for) - set(params_files))
   if unknown:
@@ -237,6 +249,11 @@ def main(argv):
   report["models_planned"] = [name for name, path in params_files.items()
                               if os.path.exists(path)]
   report["attack_seed"] = FLAGS.seed
+  # An earlier report's explanation, carried through this run's writes
+  # until it is kept or measured again at the end.
+  earlier_explanation = common.earlier_json(out_json).get("explanation")
+  if earlier_explanation:
+    report["explanation"] = earlier_explanation
   report["sweep_epsilons"] = sweep
   transfer = None
   # The models on fewer examples first (the cheap ones: every model has
@@ -281,6 +298,12 @@ def main(argv):
   if "transfer_sources" not in report and done:
     report["transfer_sources"] = common.earlier_json(out_json).get("transfer_sources", {})
   results.write_json_atomic(out_json, report)
+  if (FLAGS.explain and config.dataset == "mnist"
+      and os.path.exists(params_files.get("initial", ""))):
+    report["explanation"] = paper_pipelines.explain_run(
+        config, dataset, sizes["initial"], comparison, run_dir,
+        explain_epsilons, FLAGS.chunk_size, earlier_explanation)
+    results.write_json_atomic(out_json, report)
 
   figures = []
   if FLAGS.plots and report["models"]:

@@ -6,13 +6,20 @@ r"""The paper's unlearning loop: train, attack, select, unlearn, repeat.
 
 MNIST (bundled with the package) unless --dataset says otherwise.
 
-Prints progress and the paper's Table 1 beside ours (MNIST; other datasets:
-our figures alone); writes results.json,
-the final models (params.msgpack, a leading seed axis; results.read_params)
+The method's control (the same rounds from the same initial model and
+minibatches, nothing removed: continued training alone) runs beside it in
+the same program unless --nocontrol; it costs about one epoch per round.
+
+Prints progress, the paper's Table 1 beside ours (MNIST; other datasets:
+our figures alone), then the control and the paired difference method −
+control with its interval and verdict (one seed: underpowered, no verdict);
+writes results.json, the final models (params.msgpack and
+params-control.msgpack, a leading seed axis; results.read_params)
 and two views: rounds.png (per-round clean, white-box FGSM and stale FGSM
-accuracy) and digits-fgsm.png (test digits, their FGSM images against the final
-model, and its predictions). With --checkpoint (the default) an interrupted
-run goes on where it stopped when the same command is run again.
+accuracy, the control's beside) and digits-fgsm.png (test digits, their FGSM
+images against the final model, and its predictions). With --checkpoint (the
+default) an interrupted run goes on where it stopped when the same command
+is run again.
 """
 
 from __future__ import annotations
@@ -34,6 +41,11 @@ flags.DEFINE_string("preset", "default",
 common.define_config_flags()
 flags.DEFINE_string("output_dir", None,
                     "where results.json goes; default runs/unlearn-<time>")
+flags.DEFINE_bool("control", True,
+                  "run the method's control beside it (the same rounds from "
+                  "the same initial models and minibatches, nothing removed) "
+                  "and print the paired difference; --nocontrol: the method "
+                  "alone (about one epoch per round less)")
 flags.DEFINE_bool("progress", True, "print per-epoch and per-round progress")
 flags.DEFINE_bool("plots", True, "write rounds.png and digits-fgsm.png")
 flags.DEFINE_bool("tensorboard", True,
@@ -77,15 +89,21 @@ def main(argv):
   given = (common.interrupted_run(FLAGS.output_dir, "unlearn", "results.json")
            if FLAGS.resume else FLAGS.output_dir)
   output_dir = common.output_dir(given, "unlearn")
+  # The control beside the control would be the same run twice.
+  control = FLAGS.control and config.method != "control"
   dataset, source = common.load_data(config)
 
   from fgsm_jax import checkpoint, runner
   print(common.header_line(config, source), flush=True)
   print(f"settings: {config_lib.describe(config)}; every value is in "
         "results.json", flush=True)
+  if control:
+    print("control: the same rounds from the same initial model(s), nothing "
+          "removed, runs beside the method (--nocontrol: the method alone)",
+          flush=True)
   printer = (common.ProgressPrinter(
-      config.seeds, epochs=config.epochs + config.rounds * config.retrain_epochs)
-      if FLAGS.progress else None)
+      config.seeds, epochs=config.epochs + config.rounds * config.retrain_epochs
+      * (2 if control else 1)) if FLAGS.progress else None)
   # Each process of a multi-host run keeps its own seeds' results; their
   # states are not one array orbax could save together, so no checkpoints.
   checkpoints = (os.path.join(output_dir, "checkpoints")
@@ -94,7 +112,9 @@ def main(argv):
     print(f"saving checkpoints in {checkpoints}; if the run stops, the same "
           "command with --resume goes on from the last one", flush=True)
   try:
-    outcome = runner.run_unlearning(config, dataset, printer, checkpoints)
+    outcome = runner.run_unlearning(
+        config, dataset, printer, checkpoints, control=control,
+        control_progress=printer.labelled("control: ") if printer else None)
   except checkpoint.CheckpointMismatch as e:
     common.fail(str(e))
   if outcome["resumed_after_round"] is not None:
@@ -105,10 +125,18 @@ def main(argv):
   outcome["data"].update(dataset=config.dataset, source=source.to_dict())
   common.check_finite(outcome["per_seed"], f"method {config.method}",
                       discard=checkpoints)
+  if control:
+    common.check_finite(outcome["control"]["per_seed"], "the control",
+                        discard=checkpoints)
 
   suffix = ("" if jax.process_count() == 1
             else f"-process{jax.process_index()}")
   final_params = outcome.pop("final_params")
+  if control:
+    results.write_params(
+        os.path.join(output_dir, f"params-control{suffix}.msgpack"),
+        final_params.control)
+    final_params = final_params.method
   results.write_params(os.path.join(output_dir, f"params{suffix}.msgpack"),
                        final_params)
   path = os.path.join(output_dir, f"results{suffix}.json")
@@ -124,10 +152,18 @@ def main(argv):
   times = outcome["wall_time_s"]
   print()
   print(results.table1_markdown(outcome["summary"], config.dataset))
-  passes = [r["passes"]["total"]["backward"] for r in outcome["per_seed"]]
   n_train = outcome["data"]["train_examples"]
+  def passes(records):
+    total = [r["passes"]["total"]["backward"] for r in records]
+    return f"{sum(total) / len(total) / n_train:.1f}"
   print(f"\nmethod {config.method}; backward passes per seed: "
-        f"{sum(passes) / len(passes) / n_train:.1f} x the training set")
+        f"{passes(outcome['per_seed'])} x the training set")
+  if control:
+    print()
+    print(results.versus_control_markdown(outcome))
+    print(f"\ncontrol; backward passes per seed: "
+          f"{passes(outcome['control']['per_seed'])} x the training set "
+          "(the shared initial training included)")
   print(f"compile {times['compile']:.1f}s, run {times['run']:.1f}s on "
         f"{outcome['device']['backend']}; wrote {path}")
 

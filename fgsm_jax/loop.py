@@ -17,6 +17,7 @@ compiled program as a constant.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Callable
 
@@ -147,17 +148,31 @@ def make_pretrain(config: Config, progress: ProgressFn | None = None):
 
 def _select(apply_fn, params, data, retained, epsilon, config):
   """The round's forget set: the `forget_per_round` retained training
-  examples whose FGSM versions have the highest loss.
+  examples whose FGSM versions have the highest loss. With
+  `config.select_from == 'test_indices'` (the paper's Figs. 8-9) the test
+  examples are scored instead and the training examples of the same
+  indices removed.
 
   Returns:
-    (indices int [K], valid bool [K], chosen bool [N], their mean FGSM loss).
+    (indices int [K], valid bool [K], chosen bool [N_train], the mean FGSM
+    loss of the scored examples chosen).
   """
-  scored = evaluation.fgsm_pass(apply_fn, params, data.train_images,
-                                data.train_labels, epsilon, config.chunk_size)
-  indices, valid = unlearning.forget_indices(scored["loss"], retained,
+  if config.select_from == "test_indices":
+    images, labels = data.test_images, data.test_labels
+  else:
+    images, labels = data.train_images, data.train_labels
+  n = labels.shape[0]
+  if n > retained.shape[0]:
+    raise ValueError(f"select_from={config.select_from!r}: {n} test "
+                     f"examples index only {retained.shape[0]} training ones")
+  scored = evaluation.fgsm_pass(apply_fn, params, images, labels, epsilon,
+                                config.chunk_size)
+  indices, valid = unlearning.forget_indices(scored["loss"], retained[:n],
                                              config.forget_per_round)
+  forget_loss = losses.weighted_mean(
+      scored["loss"], unlearning.indices_to_mask(indices, valid, n)
+      .astype(jnp.float32))
   chosen = unlearning.indices_to_mask(indices, valid, retained.shape[0])
-  forget_loss = losses.weighted_mean(scored["loss"], chosen.astype(jnp.float32))
   return indices, valid, chosen, forget_loss
 
 
@@ -208,6 +223,77 @@ def finish_rounds(state: RoundsState) -> RunResult:
                    state.removed_round, state.train.params)
 
 
+def make_round(config: Config, progress: ProgressFn | None = None):
+  """Builds `one_round(state, key, pretrained, data, hparams) ->
+  RoundsState`: round `state.round + 1` of `config.method` (select, unlearn,
+  evaluate), its randomness drawn from (key, round) alone."""
+  apply_fn = models.make_apply(config.model, config.conv_impl)
+  method = methods.make_method(config.method, config, apply_fn)
+  k = config.forget_per_round
+  forget_batch = min(config.forget_batch_size, k)
+
+  def one_round(loop: RoundsState, key: jax.Array, pre: Pretrained,
+                data: Dataset, hp: HParams, active: jax.Array) -> RoundsState:
+    # Under vmap this runs for seeds already done too, whose results the
+    # while loop discards; `active` tells their progress reports apart.
+    optimizer = optax.adam(hp.learning_rate)
+    rounds_key = _split_key(key)[2]
+    round_index = loop.round + 1
+    state = loop.train
+    forget = methods.ForgetBatch(
+        jnp.zeros((k,) + data.train_images.shape[1:], data.train_images.dtype),
+        jnp.zeros(k, data.train_labels.dtype),
+        jnp.zeros(k, data.train_labels.dtype), jnp.zeros(k, jnp.float32))
+    forget_loss = jnp.float32(jnp.nan)
+    removed_round = loop.removed_round
+    if method.selects:
+      indices, valid, chosen, forget_loss = _select(
+          apply_fn, state.params, data, loop.removed_round == 0, hp.epsilon,
+          config)
+      removed_round = jnp.where(chosen, round_index, removed_round)
+      if methods.needs_forget_batch(method):
+        forget = _forget_batch(apply_fn, state.params, data, indices, valid,
+                               hp.epsilon)
+    if method.reset_optimizer:
+      state = state.replace(opt_state=optimizer.init(state.params))
+    mask = (methods.saliency_mask(apply_fn, state.params, forget,
+                                  method.saliency_sparsity)
+            if method.saliency_sparsity is not None else None)
+    ctx = methods.RoundContext(state.params, mask, jnp.int32(0), hp.epsilon)
+
+    def make_step(epoch):
+      def step_fn(state, images, labels, weights, key):
+        picked = forget
+        if method.uses_forget:
+          pick = jax.random.choice(jax.random.fold_in(key, 7), k,
+                                   (forget_batch,), replace=False)
+          picked = jax.tree.map(lambda a: a[pick], forget)
+        return methods.unlearn_step(
+            state, methods.Batch(images, labels, weights), picked, key,
+            ctx.replace(epoch=epoch), method=method, optimizer=optimizer)
+      return step_fn
+
+    weights = (removed_round == 0).astype(jnp.float32)
+    state = _train_epochs(state, weights,
+                          jax.random.fold_in(rounds_key, round_index),
+                          config.retrain_epochs, round_index, active,
+                          config=config, data=data, make_step=make_step,
+                          progress=progress)
+    metrics = _with_round_fields(
+        evaluation.evaluate(apply_fn, state.params, data.test_images,
+                            data.test_labels, pre.stale_adv, hp.epsilon,
+                            config.chunk_size),
+        jnp.sum(removed_round > 0), forget_loss)
+    _report(progress, "round", round=round_index, metrics=metrics,
+            active=active)
+    history = jax.tree.map(lambda h, x: h.at[round_index].set(x),
+                           loop.history, metrics)
+    return RoundsState(state, removed_round, round_index,
+                       metrics.fgsm_accuracy >= hp.target_accuracy, history)
+
+  return one_round
+
+
 def make_round_segment(config: Config, progress: ProgressFn | None = None):
   """Builds `segment(state, key, pretrained, data, hparams, stop) ->
   RoundsState`: rounds from `state` while the target is not reached and
@@ -215,80 +301,86 @@ def make_round_segment(config: Config, progress: ProgressFn | None = None):
   draws its randomness from (key, r) alone, so stopping and going on from
   the returned state gives what one call to config.rounds gives (how a run
   checkpoints between rounds)."""
-  apply_fn = models.make_apply(config.model, config.conv_impl)
-  method = methods.make_method(config.method, config, apply_fn)
-  k = config.forget_per_round
-  forget_batch = min(config.forget_batch_size, k)
+  one_round = make_round(config, progress)
 
   def segment(state: RoundsState, key: jax.Array, pre: Pretrained,
               data: Dataset, hp: HParams, stop: jax.Array) -> RoundsState:
-    optimizer = optax.adam(hp.learning_rate)
-    rounds_key = _split_key(key)[2]
     stop = jnp.minimum(stop, config.rounds)
-    no_forget = methods.ForgetBatch(
-        jnp.zeros((k,) + data.train_images.shape[1:], data.train_images.dtype),
-        jnp.zeros(k, data.train_labels.dtype),
-        jnp.zeros(k, data.train_labels.dtype), jnp.zeros(k, jnp.float32))
 
     def keep_going(loop):
       return jnp.logical_and(~loop.done, loop.round < stop)
 
-    def one_round(loop):
-      # Under vmap this body also runs for seeds already done, whose results
-      # the loop discards; `active` tells progress reports apart.
-      active = keep_going(loop)
-      round_index = loop.round + 1
-      state = loop.train
-      forget, forget_loss = no_forget, jnp.float32(jnp.nan)
-      removed_round = loop.removed_round
-      if method.selects:
-        indices, valid, chosen, forget_loss = _select(
-            apply_fn, state.params, data, loop.removed_round == 0, hp.epsilon,
-            config)
-        removed_round = jnp.where(chosen, round_index, removed_round)
-        if methods.needs_forget_batch(method):
-          forget = _forget_batch(apply_fn, state.params, data, indices, valid,
-                                 hp.epsilon)
-      if method.reset_optimizer:
-        state = state.replace(opt_state=optimizer.init(state.params))
-      mask = (methods.saliency_mask(apply_fn, state.params, forget,
-                                    method.saliency_sparsity)
-              if method.saliency_sparsity is not None else None)
-      ctx = methods.RoundContext(state.params, mask, jnp.int32(0), hp.epsilon)
-
-      def make_step(epoch):
-        def step_fn(state, images, labels, weights, key):
-          picked = forget
-          if method.uses_forget:
-            pick = jax.random.choice(jax.random.fold_in(key, 7), k,
-                                     (forget_batch,), replace=False)
-            picked = jax.tree.map(lambda a: a[pick], forget)
-          return methods.unlearn_step(
-              state, methods.Batch(images, labels, weights), picked, key,
-              ctx.replace(epoch=epoch), method=method, optimizer=optimizer)
-        return step_fn
-
-      weights = (removed_round == 0).astype(jnp.float32)
-      state = _train_epochs(state, weights,
-                            jax.random.fold_in(rounds_key, round_index),
-                            config.retrain_epochs, round_index, active,
-                            config=config, data=data, make_step=make_step,
-                            progress=progress)
-      metrics = _with_round_fields(
-          evaluation.evaluate(apply_fn, state.params, data.test_images,
-                              data.test_labels, pre.stale_adv, hp.epsilon,
-                              config.chunk_size),
-          jnp.sum(removed_round > 0), forget_loss)
-      _report(progress, "round", round=round_index, metrics=metrics,
-              active=active)
-      history = jax.tree.map(lambda h, x: h.at[round_index].set(x),
-                             loop.history, metrics)
-      return RoundsState(state, removed_round, round_index,
-                        metrics.fgsm_accuracy >= hp.target_accuracy, history)
-
-    return jax.lax.while_loop(keep_going, one_round, state)
+    return jax.lax.while_loop(
+        keep_going,
+        lambda loop: one_round(loop, key, pre, data, hp, keep_going(loop)),
+        state)
 
   return segment
+
+
+@flax.struct.dataclass
+class Paired:
+  """A method's rounds and its control's (same schedule, nothing removed),
+  from the same pretrained model: two `RoundsState`s, or two `RunResult`s."""
+  method: Any
+  control: Any
+
+
+def control_config(config: Config) -> Config:
+  """The control of `config`'s method: its schedule with nothing removed."""
+  return dataclasses.replace(config, method="control")
+
+
+def make_paired_segment(config: Config, progress: ProgressFn | None = None,
+                        control_progress: ProgressFn | None = None):
+  """Builds `segment(paired, key, pretrained, data, hparams, stop) ->
+  Paired`: like `make_round_segment` for `config.method`, with one round of
+  its control after each of the method's rounds, drawn from the same keys
+  (the same minibatch order). The method's stopping rule decides for both,
+  so the control runs exactly the rounds the method ran."""
+  method_round = make_round(config, progress)
+  control_round = make_round(control_config(config), control_progress)
+
+  def segment(paired: Paired, key: jax.Array, pre: Pretrained, data: Dataset,
+              hp: HParams, stop: jax.Array) -> Paired:
+    stop = jnp.minimum(stop, config.rounds)
+
+    def keep_going(pair):
+      return jnp.logical_and(~pair.method.done, pair.method.round < stop)
+
+    def body(pair):
+      active = keep_going(pair)
+      return Paired(method_round(pair.method, key, pre, data, hp, active),
+                    control_round(pair.control, key, pre, data, hp, active))
+
+    return jax.lax.while_loop(keep_going, body, paired)
+
+  return segment
+
+
+def init_paired(config: Config, pre: Pretrained, data: Dataset,
+                hp: HParams) -> Paired:
+  state = init_rounds(config, pre, data, hp)
+  return Paired(state, state)
+
+
+def finish_paired(paired: Paired) -> Paired:
+  return Paired(finish_rounds(paired.method), finish_rounds(paired.control))
+
+
+def make_paired_unlearn(config: Config, progress: ProgressFn | None = None,
+                        control_progress: ProgressFn | None = None):
+  """`make_unlearn` with the control beside the method, as one program:
+  `run(key, data, hparams) -> Paired` of two `RunResult`s."""
+  pretrain = make_pretrain(config, progress)
+  segment = make_paired_segment(config, progress, control_progress)
+
+  def run(key: jax.Array, data: Dataset, hp: HParams) -> Paired:
+    pre = pretrain(key, data, hp)
+    return finish_paired(segment(init_paired(config, pre, data, hp), key,
+                                 pre, data, hp, jnp.int32(config.rounds)))
+
+  return run
 
 
 def make_unlearn(config: Config, progress: ProgressFn | None = None):

@@ -16,11 +16,21 @@ from fgsm_jax import data, results
 
 
 def comparison_from_unlearn(outcome) -> dict:
-  """An experiments.unlearn results.json as a one-method comparison."""
+  """An experiments.unlearn results.json as a comparison of its method
+  and, when it ran beside it, the control."""
   config = outcome["config"]
   records = outcome["per_seed"]
-  def stat(key, row):
+  def stat(key, row, records=records):
     return results.stat([r["rounds"][row][key] for r in records])
+  def entry(method, records):
+    return {"method": method, "config": {**config, "method": method},
+            "per_seed": records,
+            "clean_accuracy": stat("clean_accuracy", -1, records),
+            "fgsm_accuracy": stat("fgsm_accuracy", -1, records),
+            "fgsm_stale_accuracy": stat("transfer_accuracy", -1, records)}
+  entries = [entry(config["method"], records)]
+  if outcome.get("control"):
+    entries.append(entry("control", outcome["control"]["per_seed"]))
   fields = {f.name for f in dataclasses.fields(config_lib.Config)}
   return {
       "command": outcome["command"],
@@ -35,11 +45,7 @@ def comparison_from_unlearn(outcome) -> dict:
                 "test_examples": outcome["data"]["test_examples"],
                 "initial": {"clean_accuracy": stat("clean_accuracy", 0),
                             "fgsm_accuracy": stat("fgsm_accuracy", 0)}},
-      "methods": [{"method": config["method"], "config": config,
-                   "per_seed": records,
-                   "clean_accuracy": stat("clean_accuracy", -1),
-                   "fgsm_accuracy": stat("fgsm_accuracy", -1),
-                   "fgsm_stale_accuracy": stat("transfer_accuracy", -1)}],
+      "methods": entries,
   }
 
 
@@ -100,6 +106,9 @@ def report_markdown(report, comparison, figures=()) -> str:
               "remove_retrain; the paper has no figures for "
               f"{dataset_title(setup)})", "",
               results.table1_markdown(summary, dataset_of(setup)), ""]
+  if report.get("explanation"):
+    lines += ["## The paper's Table 1, explained: which pipeline gives its "
+              "numbers?", "", explanation_markdown(report["explanation"]), ""]
   lines += [f"## Every model under the attack suite ({dataset_title(setup)})",
             "",
             attack_table(report), ""]
@@ -156,6 +165,91 @@ def report_markdown(report, comparison, figures=()) -> str:
     lines += ["", "## Plots", ""]
     lines += [f"![{caption}]({name})\n" for name, caption in figures]
   return "\n".join(lines) + "\n"
+
+
+def explanation_markdown(explanation) -> str:
+  """The explanation table: each hypothesis, our accuracy and loss (mean ±
+  std over the initial models' seeds), the paper's row it is held against,
+  and whether both land on it (`paper_pipelines.matches`)."""
+  from fgsm_jax import paper_pipelines  # Runs models; only this needs it.
+  settings = explanation["settings"]
+  seeds = explanation["per_seed"]
+  paper = results.PAPER_TABLE1
+  def pair(acc, loss):
+    return f"{cell(results.stat(acc))} / {cell(results.stat(loss))}"
+  def paper_cell(row):
+    return f"{paper[row][0]:.4f} / {paper[row][1]:.4f} ({row})"
+  def match(acc, loss, row):
+    return ("**yes**" if paper_pipelines.matches(
+        float(np.mean(acc)), float(np.mean(loss)), row) else "no")
+  lines = [
+      f"Each pipeline on the initial models ({len(seeds)} seed(s), the first "
+      f"{settings['test_examples']} test examples, epsilon "
+      f"{settings['epsilon']} unless named). A match: the mean accuracy "
+      "within 0.02 and the mean loss within 0.2 of the paper's row. "
+      "(`fgsm_jax/paper_pipelines.py`)", "",
+      "| hypothesis | ours: accuracy / loss | paper: accuracy / loss | match |",
+      "|---|---|---|---|"]
+  for pipeline in paper_pipelines.PIPELINES:
+    got = [s["pipelines"][pipeline.name] for s in seeds]
+    acc = [g["fgsm_accuracy"] for g in got]
+    loss = [g["fgsm_loss"] for g in got]
+    clean = ""
+    if pipeline.input_scale != 1.0:  # Its clean accuracy moves too.
+      clean = (f" (clean at that scale "
+               f"{cell(results.stat([g['clean_accuracy'] for g in got]))})")
+    lines.append(f"| {pipeline.hypothesis}{clean} | {pair(acc, loss)} | "
+                 f"{paper_cell('original_fgsm')} | "
+                 f"{match(acc, loss, 'original_fgsm')} |")
+  target = paper["original_fgsm"][0]
+  found = [s["epsilon_for_paper"] for s in seeds]
+  if all(e is not None for e in found):
+    losses_there = [float(np.interp(e, s["sweep"]["epsilon"],
+                                    s["sweep"]["fgsm_loss"]))
+                    for e, s in zip(found, seeds)]
+    accs = [target] * len(found)
+    lines.append(
+        f"| (a) a larger epsilon: the standard FGSM falls to {target} at "
+        f"epsilon {cell(results.stat(found), 3)} | {pair(accs, losses_there)} "
+        f"| {paper_cell('original_fgsm')} at epsilon 0.1 | "
+        f"{match(accs, losses_there, 'original_fgsm')} on the loss; the "
+        "paper states 0.1 |")
+  else:
+    eps = settings["epsilons"]
+    lines.append(f"| (a) a larger epsilon | above {target} up to epsilon "
+                 f"{max(eps):g} (the sweep's end) | "
+                 f"{paper_cell('original_fgsm')} | no |")
+  raw = explanation["raw_pixel_model"]
+  lines.append(
+      f"| {paper_pipelines.RAW_PIXEL_MODEL}: clean "
+      f"{raw['clean_accuracy']:.4f} (one model); on the [0, 1] images "
+      f"unattacked {raw['unit_clean_accuracy']:.4f} / "
+      f"{raw['unit_clean_loss']:.4f} | "
+      f"{raw['fgsm_accuracy']:.4f} / {raw['fgsm_loss']:.4f} | "
+      f"{paper_cell('original_fgsm')} | "
+      f"{match([raw['fgsm_accuracy']], [raw['fgsm_loss']], 'original_fgsm')} |")
+  after = raw.get("after_scaled_retraining")
+  if after:
+    lines.append(
+        f"| (c) that raw-pixel model after {after['epochs']} epoch(s) on "
+        "[0, 1] images (a round's retraining, correctly scaled), FGSM on "
+        f"[0, 1] images: clean {after['clean_accuracy']:.4f} | "
+        f"{after['fgsm_accuracy']:.4f} / {after['fgsm_loss']:.4f} | "
+        f"{paper_cell('updated_fgsm')} | "
+        f"{match([after['fgsm_accuracy']], [after['fgsm_loss']], 'updated_fgsm')} |")
+  stale = explanation.get("stale_paper_method")
+  if stale:
+    lines.append(
+        f"| (e) stale evaluation: the paper's method after "
+        f"{stale['rounds']} round(s) of {stale['retrain_epochs']} epoch(s), "
+        f"scored on round-0 FGSM examples | "
+        f"{pair(stale['accuracy'], stale['loss'])} | "
+        f"{paper_cell('updated_fgsm')} | "
+        f"{match(stale['accuracy'], stale['loss'], 'updated_fgsm')} |")
+  lines.append("| (f) selection from the test set, its indices removed from "
+               "the training set | not in this report (needs a run of it) | "
+               f"{paper_cell('updated_fgsm')} | — |")
+  return "\n".join(lines)
 
 
 def verdict(summary, entries, models_) -> list[str]:

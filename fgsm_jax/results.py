@@ -138,6 +138,67 @@ def paired_difference(a, b, margin: float,
   return out
 
 
+# What `versus_control` compares: (key, the round metric, what it is).
+VERSUS_CONTROL = (
+    ("fgsm_accuracy", "fgsm_accuracy", "white-box FGSM accuracy"),
+    ("clean_accuracy", "clean_accuracy", "clean accuracy"),
+    ("fgsm_stale_accuracy", "transfer_accuracy",
+     "stale FGSM accuracy (round-0 examples)"),
+)
+
+
+def versus_control(records: list[dict[str, Any]],
+                   control_records: list[dict[str, Any]], margin: float,
+                   confidence: float = 0.95) -> dict[str, Any]:
+  """A method's final test metrics minus its control's, paired by seed
+  (`paired_difference` of each `VERSUS_CONTROL` metric in the last round)."""
+  if len(records) != len(control_records):
+    raise ValueError(f"{len(records)} seeds of the method against "
+                     f"{len(control_records)} of the control")
+  return {key: {"what": what, **paired_difference(
+              [r["rounds"][-1][metric] for r in records],
+              [r["rounds"][-1][metric] for r in control_records],
+              margin, confidence)}
+          for key, metric, what in VERSUS_CONTROL}
+
+
+def versus_control_markdown(outcome: dict[str, Any]) -> str:
+  """The control beside the method (an experiments.unlearn results dict
+  with `control`): its final metrics and the paired differences, or, below
+  MIN_SEEDS_FOR_VERDICT seeds, why there is no verdict."""
+  method = outcome["config"]["method"]
+  control = outcome["control"]["summary"]
+  seeds = control["seeds"]
+  lines = [f"Beside it, the control (the same rounds from the same initial "
+           f"model{'s' if seeds > 1 else ''} and minibatches, nothing "
+           "removed): clean "
+           f"{mean_std(control['updated_clean']['accuracy'])}, white-box "
+           f"FGSM {mean_std(control['updated_fgsm']['accuracy'])}, stale "
+           f"FGSM {mean_std(control['updated_fgsm_stale']['accuracy'])}.",
+           "",
+           f"| {method} − control, paired over {seeds} seed(s) | difference "
+           f"| verdict |",
+           "|---|---|---|"]
+  for key, _, what in VERSUS_CONTROL:
+    diff = outcome["vs_control"][key]
+    lines.append(f"| {what} | {difference_cell(diff, verdict=False)} | "
+                 f"{diff['verdict']} |")
+  diff = outcome["vs_control"]["fgsm_accuracy"]
+  lines.append("")
+  if diff["interval"] is None:
+    lines.append(
+        f"Underpowered: {diff['reason']}. One seed's difference is as much "
+        "the seed's noise as the method's effect; run --seeds=3 or more "
+        "for an interval and a verdict.")
+  else:
+    margin = diff["margin"]
+    lines.append(
+        f"Verdict on white-box FGSM: {diff['verdict']} ({diff['reason']}; "
+        f"{diff['confidence']:.0%} t interval, equivalence margin "
+        f"±{margin:g}).")
+  return "\n".join(lines)
+
+
 def difference_cell(diff: dict[str, Any], verdict: bool = True) -> str:
   """A paired difference for a table: '+0.0123 [-0.0050, +0.0296]
   (underpowered)', or the mean and 'no verdict' below three seeds;

@@ -40,8 +40,18 @@ def train_one(config: Config, dataset: Dataset):
 
 def run_unlearning(config: Config, dataset: Dataset,
                    progress: loop.ProgressFn | None = None,
-                   checkpoint_dir: str | None = None) -> dict[str, Any]:
+                   checkpoint_dir: str | None = None,
+                   control: bool = False,
+                   control_progress: loop.ProgressFn | None = None
+                   ) -> dict[str, Any]:
   """Compiles and runs `config` on `dataset`; returns the results dict.
+
+  With `control` the method's control (`loop.control_config`: the same
+  schedule, nothing removed) runs beside it in the same program, from the
+  same initial models and with the same minibatches, for exactly the rounds
+  the method ran (`loop.make_paired_segment`); the dict then also holds the
+  control's records (`control`) and the paired differences method − control
+  (`vs_control`), and `final_params` is a `loop.Paired`.
 
   All seeds run as one jitted, vmapped program, their axis sharded over the
   local devices (`sharding.seed_mesh`); compile and run are timed apart. In a
@@ -61,23 +71,44 @@ def run_unlearning(config: Config, dataset: Dataset,
       mesh, loop.seed_keys(config, first_seed),
       Dataset(*(np.asarray(a) for a in dataset)), loop.hparams_from(config))
   resumed = None
+  if control and config.method == "control":
+    raise ValueError("the method is the control itself; run it without "
+                     "a control beside it")
   if checkpoint_dir is None:
-    program = jax.jit(loop.vmap_seeds(loop.make_unlearn(config, progress),
-                                      config.seeds))
+    program = jax.jit(loop.vmap_seeds(
+        loop.make_paired_unlearn(config, progress, control_progress)
+        if control else loop.make_unlearn(config, progress), config.seeds))
     outcome, compile_s, run_s = compile_and_run(program, keys, data, hparams)
   else:
+    identity = {"config": config.to_dict(), "first_seed": first_seed,
+                "train_examples": int(dataset.train_labels.shape[0]),
+                "test_examples": int(dataset.test_labels.shape[0])}
+    if control:  # Runs without a control keep their earlier identity.
+      identity["control"] = True
     outcome, compile_s, run_s, resumed = _run_with_checkpoints(
         config, mesh, keys, data, hparams, progress,
-        checkpoint.RunCheckpoints(checkpoint_dir, {
-            "config": config.to_dict(), "first_seed": first_seed,
-            "train_examples": int(dataset.train_labels.shape[0]),
-            "test_examples": int(dataset.test_labels.shape[0])}))
+        checkpoint.RunCheckpoints(checkpoint_dir, identity),
+        control, control_progress)
 
-  records = results.per_seed_records(outcome)
   n_train = int(dataset.train_labels.shape[0])
-  for record in records:
-    record["passes"] = methods.run_passes(config, n_train,
-                                          record["rounds_completed"])
+  def records_of(run_config, result):
+    records = results.per_seed_records(result)
+    for record in records:
+      record["passes"] = methods.run_passes(run_config, n_train,
+                                            record["rounds_completed"])
+    return records
+  extra = {}
+  if control:
+    records = records_of(config, outcome.method)
+    control_records = records_of(loop.control_config(config), outcome.control)
+    extra = {"control": {"method": "control",
+                         "per_seed": control_records,
+                         "summary": results.summarize(control_records)},
+             "vs_control": results.versus_control(
+                 records, control_records, config.equivalence_margin,
+                 config.confidence)}
+  else:
+    records = records_of(config, outcome)
   return {
       "config": config.to_dict(),
       "conv_impl_used": models.resolve_conv_impl(config.conv_impl),
@@ -88,10 +119,14 @@ def run_unlearning(config: Config, dataset: Dataset,
       "wall_time_s": {"compile": compile_s, "run": run_s},
       # Rounds restored from a checkpoint instead of run (None: none).
       "resumed_after_round": resumed,
+      **extra,
       "versions": {"jax": jax.__version__, "python": platform.python_version()},
-      # Not JSON: the final models, [seeds, ...] leaves, for the caller to
+      # Not JSON: the final models, [seeds, ...] leaves (with `control`, a
+      # `loop.Paired` of the method's and the control's), for the caller to
       # save (`results.write_params`) before writing the rest.
-      "final_params": outcome.final_params,
+      "final_params": (loop.Paired(outcome.method.final_params,
+                                   outcome.control.final_params)
+                       if control else outcome.final_params),
       "device": {"backend": jax.default_backend(),
                  "devices": [str(d) for d in jax.local_devices()],
                  "seed_devices": int(mesh.devices.size),
@@ -111,17 +146,26 @@ def restore_pretrained(saved: checkpoint.RunCheckpoints, pretrain, keys,
 
 
 def _run_with_checkpoints(config, mesh, keys, data, hparams, progress,
-                          saved: checkpoint.RunCheckpoints):
+                          saved: checkpoint.RunCheckpoints, control=False,
+                          control_progress=None):
   """The run as the initial training, then one segment call per round, the
   state saved after each; starts from the newest saved state. Returns
-  (RunResult, compile s, run s, rounds restored or None)."""
+  (RunResult or Paired of them, compile s, run s, rounds restored or
+  None)."""
   n = config.seeds
   pretrain = jax.jit(loop.vmap_seeds(loop.make_pretrain(config, progress), n))
-  init = jax.jit(loop.vmap_seeds(functools.partial(loop.init_rounds, config),
+  if control:
+    init_fn = loop.init_paired
+    segment_fn = loop.make_paired_segment(config, progress, control_progress)
+    finish = loop.finish_paired
+  else:
+    init_fn = loop.init_rounds
+    segment_fn = loop.make_round_segment(config, progress)
+    finish = loop.finish_rounds
+  init = jax.jit(loop.vmap_seeds(functools.partial(init_fn, config),
                                  n, batched=(True, False, False)))
   segment = jax.jit(loop.vmap_seeds(
-      loop.make_round_segment(config, progress), n,
-      batched=(True, True, True, False, False, False)))
+      segment_fn, n, batched=(True, True, True, False, False, False)))
   seeds_axis = NamedSharding(mesh, PartitionSpec("seeds"))
   compile_s = run_s = 0.0
   resumed = None
@@ -139,16 +183,21 @@ def _run_with_checkpoints(config, mesh, keys, data, hparams, progress,
   else:
     state, done = init(pre, data, hparams), 0
   if resumed is not None and hasattr(progress, "skip_epochs"):
-    # A progress printer counting epochs: those restored are done.
-    progress.skip_epochs(config.epochs + done * config.retrain_epochs)
+    # A progress printer counting epochs (the control's too, when it shares
+    # the method's count): those restored are done.
+    progress.skip_epochs(config.epochs + done * config.retrain_epochs
+                         * (2 if control else 1))
   start = time.perf_counter()
   step = segment.lower(state, keys, pre, data, hparams, jnp.int32(1)).compile()
   compile_s += time.perf_counter() - start
   start = time.perf_counter()
-  while done < config.rounds and not bool(np.all(jax.device_get(state.done))):
+  method_state = state.method if control else state
+  while (done < config.rounds
+         and not bool(np.all(jax.device_get(method_state.done)))):
     done += 1
     state = jax.block_until_ready(
         step(state, keys, pre, data, hparams, jnp.int32(done)))
+    method_state = state.method if control else state
     saved.save_round(done, state)
   run_s += time.perf_counter() - start
-  return loop.finish_rounds(state), compile_s, run_s, resumed
+  return finish(state), compile_s, run_s, resumed

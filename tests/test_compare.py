@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, error_line, mnist_dir
-from fgsm_jax import reporting
+from fgsm_jax import paper_pipelines, reporting
 
 
 # One method of each kind of round: nothing selected, selection and removal,
@@ -188,6 +188,21 @@ def test_report_attacks_every_saved_model(compared):
   assert "(n = 2, no interval)" in table
   for png in ("sweep.png", "rounds.png", "digits.png"):
     assert (compared / png).read_bytes()[:4] == b"\x89PNG"
+  # Table 1 explained, on the initial models: the standard pipeline is the
+  # suite's FGSM (one example of 128 for a sign rounded apart).
+  explanation = report["explanation"]
+  assert explanation["settings"]["test_examples"] == 128
+  for seed, measured in zip(explanation["per_seed"],
+                            by["initial"]["per_seed"]):
+    assert set(seed["pipelines"]) == {p.name for p in paper_pipelines.PIPELINES}
+    assert abs(seed["pipelines"]["standard"]["fgsm_accuracy"]
+               - measured["accuracy"]["fgsm"]) <= 1 / 128
+    assert seed["sweep"]["epsilon"][0] == 0.0
+  assert len(list(compared.glob("params-raw_pixels-*.msgpack"))) == 1
+  explained = text.split("## The paper's Table 1, explained")[1].split("##")[0]
+  for p in paper_pipelines.PIPELINES:
+    assert p.hypothesis in explained
+  assert "(e) stale evaluation: the paper's method" in explained
   # Interrupted after two models and one seed of the third: a re-run keeps
   # those and measures the rest.
   third = report["models"][2]
@@ -200,11 +215,49 @@ def test_report_attacks_every_saved_model(compared):
   assert again.stdout.count("(same attacks, ") == 2
   assert f"{third['model']}: seeds 1-1 already measured, kept" in again.stdout
   assert "transfer examples: " in again.stdout  # Crafted once, reused.
+  assert "explanation: measured before with the same settings, kept" in again.stdout
   resumed = json.loads((compared / "report.json").read_text())
   assert resumed["models"][:2] == report["models"]
   assert resumed["models"][2]["per_seed"][0] == kept
   assert resumed["partial"] == {}
   assert [m["model"] for m in resumed["models"]] == ["initial"] + METHODS
+
+
+def test_explain_is_the_reports_explanation(compared):
+  """experiments.explain on the report's 128 test examples: the report's
+  explanation (the same function, run again), the raw-pixel model the
+  report trained reused; explanation.md has the table."""
+  out = compared[0]
+  report = json.loads((out / "report.json").read_text())
+  result = run_module("experiments.explain", f"--compare_dir={out}",
+                      "--test_size=128", f"--data_dir={mnist_dir()}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "training a lenet5 on raw" not in result.stdout
+  explanation = json.loads((out / "explanation.json").read_text())
+  assert explanation["settings"] == report["explanation"]["settings"]
+  raw, reported = (dict(e["raw_pixel_model"]) for e in
+                   (explanation, report["explanation"]))
+  assert raw.pop("after_scaled_retraining") == pytest.approx(
+      reported.pop("after_scaled_retraining"))
+  assert raw == pytest.approx(reported)
+  for ours, theirs in zip(explanation["per_seed"],
+                          report["explanation"]["per_seed"]):
+    for name, metrics in ours["pipelines"].items():
+      assert metrics == pytest.approx(theirs["pipelines"][name], abs=1e-6)
+  text = (out / "explanation.md").read_text()
+  assert text.startswith("`python -m experiments.explain --compare_dir=")
+  assert "| hypothesis | ours: accuracy / loss |" in text
+  again = run_module("experiments.explain", f"--compare_dir={out}",
+                     "--test_size=128", f"--data_dir={mnist_dir()}")
+  assert "measured before with the same settings, kept" in again.stdout
+
+
+def test_explain_refuses_bad_input_in_one_line(tmp_path, compared):
+  error_line(run_module("experiments.explain"), 2, "give --compare_dir")
+  error_line(run_module("experiments.explain", f"--compare_dir={tmp_path}"),
+             2, "cannot read")
+  error_line(run_module("experiments.explain", f"--compare_dir={compared[0]}",
+                        "--epsilons=0,x"), 2, "--epsilons must be numbers")
 
 
 def test_report_without_a_comparison_is_one_line_and_exit_2(tmp_path):

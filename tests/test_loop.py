@@ -175,3 +175,110 @@ def test_learning_rate_and_target_compile_nothing_new(program, data, outcome,
   before = len(traces)
   program(loop.seed_keys(other), data, loop.hparams_from(other))
   assert len(traces) == before == 1
+
+
+@pytest.fixture(scope="module")
+def paired_program():
+  """The method and its control as one program (`experiments.unlearn`'s
+  default), targets per seed."""
+  hp_axes = loop.HParams(epsilon=None, learning_rate=None, target_accuracy=0)
+  return jax.jit(jax.vmap(loop.make_paired_unlearn(CONFIG),
+                          in_axes=(0, None, hp_axes)))
+
+
+def _targets(*targets):
+  return loop.hparams_from(CONFIG).replace(
+      target_accuracy=jnp.asarray(targets, jnp.float32))
+
+
+@pytest.fixture(scope="module")
+def paired(paired_program, data):
+  return jax.device_get(paired_program(loop.seed_keys(CONFIG), data,
+                                       _targets(CONFIG.target_accuracy,
+                                                CONFIG.target_accuracy)))
+
+
+def _assert_same_rounds(a, b, seed=slice(None)):
+  """Two runs' histories equal but for float rounding in differently fused
+  programs: the same removals, metrics within one test example."""
+  np.testing.assert_array_equal(a.rounds_completed, b.rounds_completed)
+  np.testing.assert_array_equal(a.history.removed, b.history.removed)
+  for name in ("clean_accuracy", "fgsm_accuracy", "transfer_accuracy"):
+    np.testing.assert_allclose(getattr(a.history, name),
+                               getattr(b.history, name)[seed], atol=2.5e-3)
+
+
+def test_the_control_beside_leaves_the_method_as_it_runs_alone(paired,
+                                                               outcome):
+  _assert_same_rounds(paired.method, outcome)
+  np.testing.assert_array_equal(paired.method.removed_round,
+                                outcome.removed_round)
+
+
+def test_the_control_is_continued_training_from_the_same_models(data, paired):
+  """The paired control equals the control `experiments.compare` runs (its
+  own program, from the same pretrained models and keys): nothing removed,
+  the same rounds; and it is not the method (whose removals change its
+  training)."""
+  control = loop.control_config(CONFIG)
+  hp = loop.hparams_from(CONFIG)
+  keys = loop.seed_keys(CONFIG)
+  pre = jax.jit(jax.vmap(loop.make_pretrain(CONFIG), in_axes=(0, None, None)))(
+      keys, data, hp)
+  alone = jax.device_get(jax.jit(jax.vmap(
+      loop.make_rounds(control), in_axes=(0, 0, None, None)))(
+          keys, pre, data, hp))
+  _assert_same_rounds(paired.control, alone)
+  assert np.all(paired.control.removed_round == 0)
+  np.testing.assert_array_equal(paired.control.history.removed, 0)
+  assert np.any(paired.control.history.clean_loss[:, 1:]
+                != paired.method.history.clean_loss[:, 1:])
+
+
+def test_the_methods_stopping_rule_decides_for_the_control(paired_program,
+                                                           data, paired):
+  """Per seed, a target between the method's and the control's FGSM
+  accuracy after round 1: the control runs exactly the rounds the method
+  runs, though its own accuracy would have stopped it at another round."""
+  method = paired.method.history.fgsm_accuracy[:, 1]
+  control = paired.control.history.fgsm_accuracy[:, 1]
+  assert np.all(method != control), "no seed tells the two rules apart"
+  targets = (method + control) / 2
+  out = jax.device_get(paired_program(loop.seed_keys(CONFIG), data,
+                                      _targets(*targets)))
+  expected = np.where(method > control, 1, CONFIG.rounds)
+  np.testing.assert_array_equal(out.method.rounds_completed, expected)
+  np.testing.assert_array_equal(out.control.rounds_completed, expected)
+  # Before the stop, the rounds are those the unstopped run gave.
+  np.testing.assert_array_equal(out.control.history.fgsm_accuracy[:, 1],
+                                control)
+
+
+def test_test_index_selection_removes_the_training_examples_of_those_indices(
+    data, one_seed):
+  """select_from='test_indices' (the paper's Figs. 8-9): the training
+  examples removed are those at the indices of the test examples whose FGSM
+  loss against the round's model is highest."""
+  config, hp, key, pre = one_seed
+  config = dataclasses.replace(config, select_from="test_indices")
+  state = loop.init_rounds(config, pre, data, hp)
+  state = jax.device_get(jax.jit(loop.make_round_segment(config))(
+      state, key, pre, data, hp, jnp.int32(1)))
+  removed = np.flatnonzero(state.removed_round == 1)
+  apply_fn = models.make_apply(config.model)
+  adv = attacks.fgsm(apply_fn, pre.train.params, data.test_images,
+                     data.test_labels, config.epsilon)
+  loss = np.asarray(losses.per_example_loss(apply_fn(pre.train.params, adv),
+                                            data.test_labels))
+  expected = np.argsort(-loss)[:config.forget_per_round]
+  assert removed.size == config.forget_per_round
+  assert np.all(removed < data.test_labels.shape[0])
+  # The same set but for a tie or a sign rounded apart at the boundary.
+  assert len(set(removed) & set(expected)) >= config.forget_per_round - 2
+  # Not the training examples' own highest losses.
+  train_adv = attacks.fgsm(apply_fn, pre.train.params, data.train_images,
+                           data.train_labels, config.epsilon)
+  train_loss = np.asarray(losses.per_example_loss(
+      apply_fn(pre.train.params, train_adv), data.train_labels))
+  by_train = np.argsort(-train_loss)[:config.forget_per_round]
+  assert len(set(removed) & set(by_train)) < config.forget_per_round // 2

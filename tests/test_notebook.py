@@ -71,10 +71,12 @@ def test_every_cell_runs_and_shows_tables_and_plots(ran):
   assert not [o for o in shown if o.output_type == "error"]
   markdown = [o.data["text/markdown"] for o in shown
               if o.output_type == "display_data" and "text/markdown" in o.data]
-  # Table 1 of the run, then the reports of the run and of the comparison.
+  # Table 1 of the run, the run against its control, then the reports of
+  # the run and of the comparison.
   assert "| original model, FGSM test set |" in markdown[0]
-  assert len(markdown) == 3
-  assert all("0.9669" in m for m in markdown)
+  assert "| remove_retrain − control, paired over 1 seed(s) |" in markdown[1]
+  assert len(markdown) == 4
+  assert all("0.9669" in m for m in markdown[:1] + markdown[2:])
   images = [o for o in shown
             if o.output_type == "display_data" and "image/png" in o.data]
   assert len(images) == 5  # rounds + digits, then sweep + rounds + digits.
@@ -86,10 +88,14 @@ def test_the_unlearning_run_writes_results_models_and_views(ran):
   out = out / "paper"
   printed = _printed(notebook, "experiments.unlearn")
   assert "round 1 done" in printed
-  # Progress: 1 initial epoch + 1 round of 1 epoch, the time left with each.
-  assert "; epochs 1/2, about " in printed
-  assert "; epochs 2/2, about 0s left at most" in printed
+  assert "control: round 1 done" in printed  # The control, beside.
+  # Progress: 1 initial epoch + 1 round of 1 epoch, and the control's round
+  # of 1 epoch, the time left with each.
+  assert "; epochs 1/3, about " in printed
+  assert "; epochs 3/3, about 0s left at most" in printed
   assert "original model, FGSM test set" in printed
+  assert "remove_retrain − control, paired over 1 seed(s)" in printed
+  assert "Underpowered: 1 paired seed(s)" in printed
   saved = json.loads((out / "results.json").read_text())
   assert saved["config"]["train_size"] == TRAIN
   assert saved["data"]["train_examples"] == TRAIN
@@ -129,7 +135,8 @@ def test_the_unlearning_run_writes_results_models_and_views(ran):
 def test_the_report_of_the_unlearning_run(ran):
   out = ran[0] / "paper"
   measured = json.loads((out / "report.json").read_text())
-  assert [m["model"] for m in measured["models"]] == ["remove_retrain"]
+  assert [m["model"] for m in measured["models"]] == ["remove_retrain",
+                                                      "control"]
   assert set(measured["transfer_sources"]) == {"transfer_same"}
   text = (out / "report.md").read_text()
   assert "| updated model, FGSM test set (white-box: vs updated model) |" \

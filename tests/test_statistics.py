@@ -132,3 +132,36 @@ def test_verdicts_render_a_finished_comparison(tmp_path):
   empty = tmp_path / "empty"
   empty.mkdir()
   error_line(run(empty), 2, "no readable comparison.json")
+
+
+def _records(fgsm, clean):
+  zero = {"fgsm_accuracy": 0.0, "clean_accuracy": 0.0,
+          "transfer_accuracy": 0.0, "removed": 0}
+  return [{"rounds_completed": 1, "reached_target": False,
+           "rounds": [{**zero, **{f"{m}_loss": 1.0 for m in ("clean", "fgsm",
+                                                            "transfer")}},
+                      {**zero, "fgsm_accuracy": f, "clean_accuracy": c,
+                       "transfer_accuracy": f + 0.1, "clean_loss": 1.0,
+                       "fgsm_loss": 1.0, "transfer_loss": 1.0}]}
+          for f, c in zip(fgsm, clean)]
+
+
+def test_versus_control_pairs_the_last_rounds_by_seed():
+  method = _records([0.90, 0.80, 0.70], [0.99, 0.98, 0.97])
+  control = _records([0.85, 0.76, 0.66], [0.99, 0.99, 0.99])
+  out = results.versus_control(method, control, 0.02)
+  # Paired by seed: differences 0.05, 0.04, 0.04, whose spread (not the
+  # seeds' spread of 0.1) sets the interval.
+  assert out["fgsm_accuracy"]["mean"] == pytest.approx(0.13 / 3)
+  assert out["fgsm_accuracy"]["std"] == pytest.approx(
+      np.std([0.05, 0.04, 0.04], ddof=1))
+  assert out["fgsm_accuracy"]["verdict"] == "helps"
+  assert out["clean_accuracy"]["mean"] == pytest.approx(-0.01)
+  assert out["fgsm_stale_accuracy"]["mean"] == pytest.approx(0.13 / 3)
+  one = results.versus_control(method[:1], control[:1], 0.02)
+  assert one["fgsm_accuracy"]["interval"] is None
+  assert "underpowered" in results.versus_control_markdown(
+      {"config": {"method": "remove_retrain"}, "vs_control": one,
+       "control": {"summary": results.summarize(control[:1])}}).lower()
+  with pytest.raises(ValueError, match="seeds"):
+    results.versus_control(method, control[:2], 0.02)
