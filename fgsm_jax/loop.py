@@ -224,9 +224,10 @@ def finish_rounds(state: RoundsState) -> RunResult:
 
 
 def make_round(config: Config, progress: ProgressFn | None = None):
-  """Builds `one_round(state, key, pretrained, data, hparams) ->
+  """Builds `one_round(state, key, pretrained, data, hparams, active) ->
   RoundsState`: round `state.round + 1` of `config.method` (select, unlearn,
-  evaluate), its randomness drawn from (key, round) alone."""
+  evaluate), its randomness drawn from (key, round) alone; `active` (bool)
+  marks its progress reports as those of a seed still running."""
   apply_fn = models.make_apply(config.model, config.conv_impl)
   method = methods.make_method(config.method, config, apply_fn)
   k = config.forget_per_round

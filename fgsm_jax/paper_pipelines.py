@@ -168,20 +168,35 @@ def matches(accuracy: float, loss: float,
           and abs(loss - paper_loss) <= loss_tolerance)
 
 
+_compiled_metrics = jax.jit(pipeline_metrics,
+                            static_argnames=("apply_fn", "pipeline",
+                                             "chunk_size"))
+_compiled_sweep = jax.jit(epsilon_sweep,
+                          static_argnames=("apply_fn", "chunk_size"))
+
+
+def _metrics(apply_fn: ApplyFn, params: Params, images: jax.Array,
+             labels: jax.Array, epsilon, pipeline: Pipeline,
+             chunk_size: int) -> dict[str, float]:
+  """`pipeline_metrics` compiled once per model, pipeline and chunk size
+  (every seed's params reuse it), as plain floats."""
+  metrics = _compiled_metrics(apply_fn, params, images, labels,
+                              jnp.float32(epsilon), pipeline, chunk_size)
+  return {k: float(v) for k, v in metrics.items()}
+
+
 def explain_model(apply_fn: ApplyFn, params: Params, images: jax.Array,
                   labels: jax.Array, epsilon: float, epsilons,
                   chunk_size: int = 500) -> dict:
   """Every `PIPELINES` entry on one model, and the standard FGSM's epsilon
   sweep with the epsilon at which it falls to the paper's 0.0796 (plain
   floats, for the report)."""
-  out = {"pipelines": {}}
-  for pipeline in PIPELINES:
-    metrics = jax.jit(lambda p, x, y, pipeline=pipeline: pipeline_metrics(
-        apply_fn, p, x, y, epsilon, pipeline, chunk_size))(params, images,
-                                                            labels)
-    out["pipelines"][pipeline.name] = {k: float(v) for k, v in metrics.items()}
-  sweep = jax.jit(lambda p, x, y: epsilon_sweep(
-      apply_fn, p, x, y, epsilons, chunk_size))(params, images, labels)
+  out = {"pipelines": {
+      pipeline.name: _metrics(apply_fn, params, images, labels, epsilon,
+                              pipeline, chunk_size)
+      for pipeline in PIPELINES}}
+  sweep = _compiled_sweep(apply_fn, params, images, labels,
+                          jnp.asarray(epsilons, jnp.float32), chunk_size)
   out["sweep"] = {k: [float(v) for v in vs] for k, vs in sweep.items()}
   out["epsilon_for_paper"] = epsilon_for(
       results.PAPER_TABLE1["original_fgsm"][0], out["sweep"]["epsilon"],
@@ -208,16 +223,15 @@ def explain_raw_pixel_model(apply_fn: ApplyFn, params: Params,
   accuracy and loss on the [0, 1] images unattacked (what the scale alone
   does)."""
   raw = Pipeline("raw", "", input_scale=255.0, clip_max=255.0)
-  on_raw, on_unit = jax.jit(lambda p, x, y: (
-      pipeline_metrics(apply_fn, p, x, y, 0.0, raw, chunk_size),
-      pipeline_metrics(apply_fn, p, x, y, epsilon, PIPELINES[0],
-                       chunk_size)))(params, images, labels)
-  return {"clean_accuracy": float(on_raw["clean_accuracy"]),
-          "clean_loss": float(on_raw["clean_loss"]),
-          "fgsm_accuracy": float(on_unit["fgsm_accuracy"]),
-          "fgsm_loss": float(on_unit["fgsm_loss"]),
-          "unit_clean_accuracy": float(on_unit["clean_accuracy"]),
-          "unit_clean_loss": float(on_unit["clean_loss"])}
+  on_raw = _metrics(apply_fn, params, images, labels, 0.0, raw, chunk_size)
+  on_unit = _metrics(apply_fn, params, images, labels, epsilon, PIPELINES[0],
+                     chunk_size)
+  return {"clean_accuracy": on_raw["clean_accuracy"],
+          "clean_loss": on_raw["clean_loss"],
+          "fgsm_accuracy": on_unit["fgsm_accuracy"],
+          "fgsm_loss": on_unit["fgsm_loss"],
+          "unit_clean_accuracy": on_unit["clean_accuracy"],
+          "unit_clean_loss": on_unit["clean_loss"]}
 
 
 def retrain_scaled(config, params: Params, dataset, epochs: int) -> Params:
@@ -298,13 +312,10 @@ def explain_run(config, dataset, test_examples: int, comparison: dict,
                                                 raw_params))
   raw = explain_raw_pixel_model(apply_fn, raw_params, images, labels,
                                 config.epsilon, chunk_size)
-  rescaled = jax.jit(lambda p, x, y: pipeline_metrics(
-      apply_fn, p, x, y, config.epsilon, PIPELINES[0], chunk_size))(
-          retrain_scaled(raw_config, raw_params, dataset, retrain_epochs),
-          images, labels)
-  raw["after_scaled_retraining"] = {
-      "epochs": retrain_epochs,
-      **{k: float(v) for k, v in rescaled.items()}}
+  rescaled = _metrics(
+      apply_fn, retrain_scaled(raw_config, raw_params, dataset, retrain_epochs),
+      images, labels, config.epsilon, PIPELINES[0], chunk_size)
+  raw["after_scaled_retraining"] = {"epochs": retrain_epochs, **rescaled}
   paper_method = next((m for m in comparison["methods"]
                        if m["method"] == "remove_retrain"), None)
   stale = None
