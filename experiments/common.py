@@ -40,12 +40,16 @@ HELP = {
     "retrain_epochs": "training epochs in each round",
     "rounds": "cap on unlearning rounds",
     "forget_per_round": "examples selected (removed) per round",
-    "target_accuracy": "stop at this white-box FGSM accuracy",
+    "target_accuracy": "stop at this white-box FGSM accuracy (on the "
+                       "validation split if any, else the test set)",
     "batch_size": "minibatch size",
     "learning_rate": "Adam learning rate",
     "chunk_size": "examples per chunk of full-split passes",
     "train_size": "first N training examples (0 = all)",
     "test_size": "first N test examples (0 = all)",
+    "validation_size": "hold out the last N training examples for the "
+                       "stopping rule (0 = none: it reads the test set, as "
+                       "the paper does)",
     "method": f"one of {', '.join(methods.METHODS)}",
     "select_from": "train (the paper's text) or test_indices (its Figs. "
                    "8-9: test examples scored, their indices removed from "
@@ -188,6 +192,14 @@ def fail(message: str) -> None:
   sys.exit(2)
 
 
+def check_methods(names: list[str]) -> None:
+  """A --methods list of known methods, else one line and exit 2."""
+  unknown = [m for m in names if m not in methods.METHODS]
+  if unknown or not names:
+    fail(f"unknown methods {unknown}; choose from "
+         f"{', '.join(methods.METHODS)}")
+
+
 def runtime_fail(message: str) -> None:
   """A failure of the run itself (not of its input): one line, exit 1."""
   print(f"error: {message}", file=sys.stderr)
@@ -313,7 +325,9 @@ def load_data(config: config_lib.Config
   """`config.dataset`, cut to `config`'s sizes, and its source."""
   dataset, source = load_full(config.dataset)
   try:
-    dataset = data_lib.take(dataset, config.train_size, config.test_size)
+    dataset = data_lib.hold_out(
+        data_lib.take(dataset, config.train_size, config.test_size),
+        config.validation_size)
   except data_lib.DataError as e:
     fail(str(e))
   n_train, n_test = len(dataset.train_labels), len(dataset.test_labels)
@@ -368,7 +382,7 @@ class ProgressPrinter:
 
   def skip_epochs(self, epochs: int) -> None:
     """A resumed run restored `epochs` epochs: counted as done, not timed."""
-    self.restored = epochs
+    self.restored += epochs
 
   def eta(self, elapsed: float) -> str:
     """', epochs d/n, ~Ns left' after an epoch, or '' without a total."""
@@ -409,5 +423,7 @@ class ProgressPrinter:
       print(f"{head}round {key[2]} done ({len(reports)} seed(s) "
             f"active): clean {mean('clean_accuracy'):.4f}, FGSM white-box "
             f"{mean('fgsm_accuracy'):.4f}, FGSM stale "
-            f"{mean('transfer_accuracy'):.4f}, removed "
-            f"{mean('removed'):.0f}", flush=True)
+            f"{mean('transfer_accuracy'):.4f}"
+            + ("" if math.isnan(mean("val_fgsm_accuracy")) else
+               f", validation FGSM {mean('val_fgsm_accuracy'):.4f}")
+            + f", removed {mean('removed'):.0f}", flush=True)

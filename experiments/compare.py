@@ -11,9 +11,11 @@ a leading seed axis; params-initial.msgpack for the shared ones) after every
 method and comparison.md, the table it prints at the end.
 
 Nothing finished is lost: the initial training is saved (orbax, in
-OUTPUT_DIR/checkpoints) and each method's results as it ends, so the same
-command run again after a crash restores the initial models, keeps the
-methods done and runs the rest (a method cut off half-way runs again). A
+OUTPUT_DIR/checkpoints), each method's rounds as they end (in
+OUTPUT_DIR/checkpoints/method-<name>, removed once the method is done) and
+each method's results as it ends, so the same command run again after a
+crash restores the initial models, keeps the methods done and goes on with
+the one cut off from its last round. A
 later run with other --methods and the same settings adds them to the
 comparison; other settings in the same folder are refused.
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
+import shutil
 import sys
 
 import jax
@@ -66,6 +69,12 @@ def method_entry(config, outcome, n_train, compile_s, run_s):
       "fgsm_stale_accuracy": results.stat([f["transfer_accuracy"] for f in final]),
       "removed": results.stat([f["removed"] for f in final]),
       "rounds_completed": [r["rounds_completed"] for r in records],
+      # Where the paper's rule (FGSM >= 0.9) would have stopped each seed,
+      # read on the validation split when there is one.
+      "paper_rule_round": results.first_round_reaching(
+          records, results.stopping_rule(
+              config.target_accuracy, config.validation_size)["metric"],
+          results.PAPER_TARGET),
       "passes": {"rounds": results.stat([p["rounds"]["backward"] for p in passes]),
                  "rounds_forward": results.stat([p["rounds"]["forward"]
                                           for p in passes])},
@@ -124,10 +133,7 @@ def table_markdown(comparison) -> str:
 def main(argv):
   if len(argv) > 1:
     common.fail(f"unexpected arguments {argv[1:]}")
-  unknown = [m for m in FLAGS.methods if m not in methods.METHODS]
-  if unknown or not FLAGS.methods:
-    common.fail(f"unknown methods {unknown}; choose from "
-                f"{', '.join(methods.METHODS)}")
+  common.check_methods(FLAGS.methods)
   config = common.config_from_flags(FLAGS.preset)
   out_dir = common.output_dir(
       common.interrupted_run(FLAGS.output_dir, "compare", "comparison.md")
@@ -159,17 +165,18 @@ def main(argv):
     print(f"saving results in {out_dir} as each method ends; if the run "
           "stops, the same command with --resume goes on", flush=True)
   earlier = common.earlier_json(json_path) if resumed else {}
-  pretrain = jax.jit(loop.vmap_seeds(
-      loop.make_pretrain(config, printer("initial: ", config.epochs)),
-      config.seeds))
+  pre, compile_s, run_s, restored = runner.pretrain_saved(
+      config, keys, data, hp, saved, printer("initial: ", config.epochs))
   if resumed:
-    pre = runner.restore_pretrained(saved, pretrain, keys, data, hp)
     pretrain_s = earlier.get("setup", {}).get("pretrain_wall_time_s")
     print(f"resumed from {saved.directory}: the initial models were "
           "restored, not trained again", flush=True)
   else:
-    pre, compile_s, run_s = runner.compile_and_run(pretrain, keys, data, hp)
     pretrain_s = {"compile": compile_s, "run": run_s}
+    if restored:
+      print(f"resumed the initial training after epoch {restored} (from "
+            f"{saved.directory}); its wall time counts only the epochs run "
+            "here", flush=True)
   first = jax.device_get(pre.first)
   common.check_finite(
       [{"rounds": [{"round": 0, "clean_loss": float(loss)}]}
@@ -177,7 +184,6 @@ def main(argv):
   if not resumed:
     results.write_params(os.path.join(out_dir, "params-initial.msgpack"),
                          pre.train.params)
-    saved.save_pretrained(pre)
   # Methods an earlier run in this folder finished (results and models).
   done = {e["method"]: e for e in earlier.get("methods", [])
           if os.path.exists(os.path.join(out_dir,
@@ -197,6 +203,9 @@ def main(argv):
           "dataset": config.dataset, "data_source": source.to_dict(),
           "seeds": config.seeds, "train_examples": n_train,
           "test_examples": int(dataset.test_labels.shape[0]),
+          "validation_examples": int(dataset.val_labels.shape[0]),
+          "stopping_rule": results.stopping_rule(
+              config.target_accuracy, int(dataset.val_labels.shape[0])),
           "initial": {"clean_accuracy": results.stat(first.clean_accuracy),
                       "fgsm_accuracy": results.stat(first.fgsm_accuracy)},
           "pretrain_passes": methods.pretrain_passes(config, n_train),
@@ -217,18 +226,32 @@ def main(argv):
             flush=True)
       continue
     method_config = dataclasses.replace(config, method=name)
-    rounds = jax.jit(loop.vmap_seeds(
-        loop.make_rounds(method_config, printer(
-            f"{name}: ", config.rounds * config.retrain_epochs)),
-        config.seeds, batched=(True, True, False, False)))
-    outcome, compile_s, run_s = runner.compile_and_run(rounds, keys, pre, data, hp)
+    rounds_dir = os.path.join(out_dir, "checkpoints", f"method-{name}")
+    try:
+      method_saved = checkpoint.RunCheckpoints(
+          rounds_dir, {"config": method_config.to_dict(),
+                       "train_examples": n_train,
+                       "test_examples": int(dataset.test_labels.shape[0])})
+    except checkpoint.CheckpointMismatch as e:
+      common.fail(str(e))
+    state, compile_s, run_s, restored = runner.run_rounds_saved(
+        method_config, mesh, keys, pre, data, hp, method_saved,
+        printer(f"{name}: ", config.rounds * config.retrain_epochs))
+    if restored is not None:
+      print(f"{name}: resumed after round {restored} (restored from "
+            f"{rounds_dir})", flush=True)
+    outcome = jax.device_get(loop.finish_rounds(state))
     entry = method_entry(method_config, outcome, n_train, compile_s, run_s)
+    # Rounds restored from a cut-off run (its wall time counts only the
+    # rounds run here); None: none.
+    entry["resumed_after_round"] = restored
     common.check_finite(entry["per_seed"], f"method {name}")
     results.write_params(os.path.join(out_dir, f"params-{name}.msgpack"),
                          outcome.final_params)
     done[name] = entry
     comparison["methods"] = ordered()
     results.write_json_atomic(json_path, comparison)
+    shutil.rmtree(rounds_dir, ignore_errors=True)  # Its results are saved.
     print(f"{name}: clean {entry['clean_accuracy']['mean']:.4f}, FGSM "
           f"{entry['fgsm_accuracy']['mean']:.4f}, compile {compile_s:.1f}s, "
           f"run {run_s:.1f}s", flush=True)

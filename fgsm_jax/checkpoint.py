@@ -1,7 +1,8 @@
 """A run's state on disk at round boundaries (orbax), and found again.
 
 A folder holds `run.json` (what identifies the run: its config and data
-sizes), `pretrained/` (the trained models every round starts from, saved
+sizes), `epochs/<e>/` (the initial training after epoch e; only the newest
+is kept), `pretrained/` (the trained models every round starts from, saved
 once) and `rounds/<r>/` (where the rounds stand after round r; only the
 newest is kept). Orbax writes each step to a temporary folder and renames
 it when complete, so a crash mid-write leaves the previous step usable.
@@ -42,6 +43,9 @@ class RunCheckpoints:
     self._rounds = ocp.CheckpointManager(
         os.path.join(self.directory, "rounds"),
         options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+    self._epochs = ocp.CheckpointManager(
+        os.path.join(self.directory, "epochs"),
+        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
     self._pretrained = ocp.StandardCheckpointer()
 
   def _write_identity(self) -> None:
@@ -65,10 +69,25 @@ class RunCheckpoints:
   def restore_pretrained(self, like):
     return self._pretrained.restore(self.pretrained_path, like)
 
+  def latest_epoch(self) -> int | None:
+    return self._epochs.latest_step()
+
+  def save_epoch(self, completed: int, tree) -> None:
+    os.makedirs(self.directory, exist_ok=True)
+    self._write_identity()
+    self._epochs.save(completed, args=ocp.args.StandardSave(tree))
+    self._epochs.wait_until_finished()
+
+  def restore_epoch(self, completed: int, like):
+    return self._epochs.restore(completed,
+                                args=ocp.args.StandardRestore(like))
+
   def latest_round(self) -> int | None:
     return self._rounds.latest_step()
 
   def save_round(self, completed: int, tree) -> None:
+    os.makedirs(self.directory, exist_ok=True)
+    self._write_identity()  # A folder of rounds alone (no pretrained/).
     self._rounds.save(completed, args=ocp.args.StandardSave(tree))
     self._rounds.wait_until_finished()
 

@@ -42,12 +42,22 @@ class DataError(ValueError):
   """A data source is missing, truncated or corrupt. The message is one line."""
 
 
+_NO_IMAGES = np.zeros((0, IMAGE_SIDE, IMAGE_SIDE, 1), np.float32)
+_NO_LABELS = np.zeros((0,), np.int32)
+
+
 class Dataset(NamedTuple):
-  """MNIST splits. Images float32 [N, 28, 28, 1] in [0, 1]; labels int32 [N]."""
+  """MNIST splits. Images float32 [N, 28, 28, 1] in [0, 1]; labels int32 [N].
+
+  val_*: a validation split held out of the training set (`hold_out`),
+  empty unless one is asked for; never trained on.
+  """
   train_images: np.ndarray
   train_labels: np.ndarray
   test_images: np.ndarray
   test_labels: np.ndarray
+  val_images: np.ndarray = _NO_IMAGES
+  val_labels: np.ndarray = _NO_LABELS
 
 
 class DatasetInfo(NamedTuple):
@@ -360,3 +370,23 @@ def take(dataset: Dataset, train_size: int = 0, test_size: int = 0) -> Dataset:
   te = slice(0, test_size or None)
   return Dataset(dataset.train_images[tr], dataset.train_labels[tr],
                  dataset.test_images[te], dataset.test_labels[te])
+
+
+def hold_out(dataset: Dataset, validation_size: int) -> Dataset:
+  """The last `validation_size` training examples moved to the validation
+  split (0 = none): what a stopping rule or a choice may look at instead of
+  the test set. The training split keeps the rest, in order."""
+  n = len(dataset.train_labels)
+  if validation_size < 0 or validation_size >= n:
+    raise DataError(f"validation_size={validation_size} must be in [0, {n}) "
+                    f"(the training examples used)")
+  if len(dataset.val_labels):
+    raise DataError("the data already has a validation split")
+  if validation_size == 0:
+    return dataset
+  keep = n - validation_size
+  return dataset._replace(
+      train_images=dataset.train_images[:keep],
+      train_labels=dataset.train_labels[:keep],
+      val_images=dataset.train_images[keep:],
+      val_labels=dataset.train_labels[keep:])

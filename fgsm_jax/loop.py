@@ -55,9 +55,14 @@ class RoundMetrics(evaluation.EvalMetrics):
 
   removed: training examples removed so far.
   forget_loss: mean FGSM loss of the examples removed in this round (NaN at 0).
+  val_accuracy, val_fgsm_accuracy: clean and white-box FGSM accuracy on the
+    validation split (NaN without one); the stopping rule reads the latter
+    when there is one (`stop_accuracy`).
   """
   removed: jax.Array
   forget_loss: jax.Array
+  val_accuracy: jax.Array
+  val_fgsm_accuracy: jax.Array
 
 
 @flax.struct.dataclass
@@ -97,22 +102,51 @@ def _report(progress: ProgressFn | None, kind: str, **values):
     jax.debug.callback(functools.partial(progress, kind), values)
 
 
-def _with_round_fields(metrics, removed, forget_loss):
-  return RoundMetrics(**vars(metrics), removed=removed, forget_loss=forget_loss)
+def _round_metrics(apply_fn, params, data, stale_adv, epsilon, chunk_size,
+                   removed, forget_loss):
+  """The test metrics (and, with `stale_adv=None`, the FGSM test images),
+  the validation split's, and the round's own fields."""
+  out = evaluation.evaluate(apply_fn, params, data.test_images,
+                            data.test_labels, stale_adv, epsilon, chunk_size)
+  test, adv = out if stale_adv is None else (out, None)
+  val_clean = val_fgsm = jnp.float32(jnp.nan)
+  if data.val_labels.shape[0]:  # Static: the split's size is a shape.
+    val, _ = evaluation.evaluate(apply_fn, params, data.val_images,
+                                 data.val_labels, None, epsilon, chunk_size)
+    val_clean, val_fgsm = val.clean_accuracy, val.fgsm_accuracy
+  metrics = RoundMetrics(**vars(test), removed=removed,
+                         forget_loss=forget_loss, val_accuracy=val_clean,
+                         val_fgsm_accuracy=val_fgsm)
+  return metrics, adv
+
+
+def stop_accuracy(metrics: RoundMetrics, data: Dataset) -> jax.Array:
+  """What the stopping rule compares with the target: white-box FGSM
+  accuracy on the validation split when the data has one, else on the test
+  set (the paper's rule, which lets the reported number decide the stop)."""
+  if data.val_labels.shape[0]:
+    return metrics.val_fgsm_accuracy
+  return metrics.fgsm_accuracy
 
 
 def _train_epochs(state, weights, key, num_epochs, round_index, active, *,
-                  config, data, make_step, progress):
-  """`num_epochs` epochs (a scan); make_step(epoch) gives the step function."""
+                  config, data, make_step, progress, first_epoch=0,
+                  epochs_total=None):
+  """`num_epochs` epochs (a scan) numbered from `first_epoch` (static or
+  traced): epoch e draws its minibatches from fold_in(key, e), so epochs
+  run in several calls give what one call gives. make_step(epoch) gives
+  the step function; progress counts epochs out of `epochs_total` (default
+  `num_epochs`)."""
   def body(state, epoch):
     state, loss = training.train_epoch(
         state, data.train_images, data.train_labels, weights,
         jax.random.fold_in(key, epoch), step_fn=make_step(epoch),
         batch_size=config.batch_size)
     _report(progress, "epoch", round=round_index, epoch=epoch + 1,
-            epochs=num_epochs, loss=loss, active=active)
+            epochs=num_epochs if epochs_total is None else epochs_total,
+            loss=loss, active=active)
     return state, loss
-  state, _ = jax.lax.scan(body, state, jnp.arange(num_epochs))
+  state, _ = jax.lax.scan(body, state, first_epoch + jnp.arange(num_epochs))
   return state
 
 
@@ -123,27 +157,61 @@ def _split_key(key):
 
 def make_pretrain(config: Config, progress: ProgressFn | None = None):
   """Builds `pretrain(key, data, hparams) -> Pretrained` of one seed: fresh
-  parameters, `config.epochs` epochs of plain training, round-0 metrics."""
-  apply_fn = models.make_apply(config.model, config.conv_impl)
+  parameters, `config.epochs` epochs of plain training, round-0 metrics.
+  The same as `init_pretrain`, `make_pretrain_epochs` over all epochs and
+  `make_finish_pretrain`, as one program."""
+  train = make_pretrain_epochs(config, config.epochs, progress)
+  finish = make_finish_pretrain(config, progress)
 
   def pretrain(key: jax.Array, data: Dataset, hp: HParams) -> Pretrained:
-    optimizer = optax.adam(hp.learning_rate)
-    step_fn = methods.train_step(apply_fn, optimizer)
-    init_key, train_key, _ = _split_key(key)
-    state = training.create_train_state(
-        models.init_params(init_key, config.model, config.conv_impl), optimizer)
-    state = _train_epochs(state, jnp.ones(data.train_labels.shape[0]),
-                          train_key, config.epochs, 0, True, config=config,
-                          data=data, make_step=lambda epoch: step_fn,
-                          progress=progress)
-    first, stale_adv = evaluation.evaluate(
-        apply_fn, state.params, data.test_images, data.test_labels, None,
-        hp.epsilon, config.chunk_size)
-    first = _with_round_fields(first, jnp.int32(0), jnp.float32(jnp.nan))
+    state = init_pretrain(config, key, hp)
+    return finish(train(state, key, data, hp, jnp.int32(0)), data, hp)
+
+  return pretrain
+
+
+def init_pretrain(config: Config, key: jax.Array,
+                  hp: HParams) -> training.TrainState:
+  """Seed `key`'s fresh parameters and optimizer state."""
+  init_key, _, _ = _split_key(key)
+  return training.create_train_state(
+      models.init_params(init_key, config.model, config.conv_impl),
+      optax.adam(hp.learning_rate))
+
+
+def make_pretrain_epochs(config: Config, num_epochs: int,
+                         progress: ProgressFn | None = None):
+  """Builds `train(state, key, data, hparams, first) -> TrainState`:
+  `num_epochs` epochs of the initial training from epoch `first` (traced),
+  so the initial training can stop and go on between epochs (how a run
+  checkpoints it)."""
+  apply_fn = models.make_apply(config.model, config.conv_impl)
+
+  def train(state, key, data: Dataset, hp: HParams, first: jax.Array):
+    step_fn = methods.train_step(apply_fn, optax.adam(hp.learning_rate))
+    _, train_key, _ = _split_key(key)
+    return _train_epochs(state, jnp.ones(data.train_labels.shape[0]),
+                         train_key, num_epochs, 0, True, config=config,
+                         data=data, make_step=lambda epoch: step_fn,
+                         progress=progress, first_epoch=first,
+                         epochs_total=config.epochs)
+
+  return train
+
+
+def make_finish_pretrain(config: Config, progress: ProgressFn | None = None):
+  """Builds `finish(state, data, hparams) -> Pretrained`: the trained
+  model's round-0 metrics and stale FGSM test set."""
+  apply_fn = models.make_apply(config.model, config.conv_impl)
+
+  def finish(state, data: Dataset, hp: HParams) -> Pretrained:
+    first, stale_adv = _round_metrics(
+        apply_fn, state.params, data, None, hp.epsilon, config.chunk_size,
+        jnp.int32(0), jnp.float32(jnp.nan))
     _report(progress, "round", round=0, metrics=first, active=True)
     return Pretrained(state, first, stale_adv)
 
-  return pretrain
+  return finish
 
 
 def _select(apply_fn, params, data, retained, epsilon, config):
@@ -215,7 +283,8 @@ def init_rounds(config: Config, pre: Pretrained, data: Dataset,
   return RoundsState(pre.train,
                      jnp.zeros(data.train_labels.shape[0], jnp.int32),
                      jnp.int32(0),
-                     pre.first.fgsm_accuracy >= hp.target_accuracy, history)
+                     stop_accuracy(pre.first, data) >= hp.target_accuracy,
+                     history)
 
 
 def finish_rounds(state: RoundsState) -> RunResult:
@@ -280,17 +349,16 @@ def make_round(config: Config, progress: ProgressFn | None = None):
                           config.retrain_epochs, round_index, active,
                           config=config, data=data, make_step=make_step,
                           progress=progress)
-    metrics = _with_round_fields(
-        evaluation.evaluate(apply_fn, state.params, data.test_images,
-                            data.test_labels, pre.stale_adv, hp.epsilon,
-                            config.chunk_size),
-        jnp.sum(removed_round > 0), forget_loss)
+    metrics, _ = _round_metrics(
+        apply_fn, state.params, data, pre.stale_adv, hp.epsilon,
+        config.chunk_size, jnp.sum(removed_round > 0), forget_loss)
     _report(progress, "round", round=round_index, metrics=metrics,
             active=active)
     history = jax.tree.map(lambda h, x: h.at[round_index].set(x),
                            loop.history, metrics)
     return RoundsState(state, removed_round, round_index,
-                       metrics.fgsm_accuracy >= hp.target_accuracy, history)
+                       stop_accuracy(metrics, data) >= hp.target_accuracy,
+                       history)
 
   return one_round
 

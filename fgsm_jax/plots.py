@@ -62,11 +62,15 @@ ROUND_PANELS = (
     ("fgsm_accuracy", "white-box FGSM (vs the model of that round)"),
     ("transfer_accuracy", "stale FGSM (crafted on the initial model)"),
 )
+# A fourth panel when the runs held a validation split out.
+VALIDATION_PANEL = ("val_fgsm_accuracy",
+                    "white-box FGSM, validation split (the stopping rule's)")
 
 
 # Panels of one family share their accuracy axis.
 ROUND_FAMILY = {"clean_accuracy": "clean", "fgsm_accuracy": "adversarial",
-                "transfer_accuracy": "adversarial"}
+                "transfer_accuracy": "adversarial",
+                "val_fgsm_accuracy": "adversarial"}
 MIN_SPAN = 0.05
 
 
@@ -99,11 +103,16 @@ def rounds_plot(methods: list[dict], path: str, title: str,
   noted in the title.
   """
   defenses = {m["method"] for m in methods if m.get("family") == "defense"}
-  fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
+  panels = ROUND_PANELS
+  if any(row.get(VALIDATION_PANEL[0]) is not None for m in methods
+         for r in m["per_seed"] for row in r["rounds"]):
+    panels += (VALIDATION_PANEL,)
+  fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.8))
   spans = {}
-  for ax, (metric, label) in zip(axes, ROUND_PANELS):
+  for ax, (metric, label) in zip(axes, panels):
     for i, m in enumerate(methods):
-      runs = [[row[metric] for row in r["rounds"]] for r in m["per_seed"]]
+      runs = [[np.nan if row.get(metric) is None else row[metric]
+               for row in r["rounds"]] for r in m["per_seed"]]
       length = min(len(r) for r in runs)
       values = np.asarray([r[:length] for r in runs], float)
       mean = np.nanmean(values, 0)
@@ -114,11 +123,12 @@ def rounds_plot(methods: list[dict], path: str, title: str,
               label=m["method"],
               **_style(m["method"], i + 1 if len(methods) > 1 else 0,
                        defenses))
-    ax.set(xlabel="round (0 = the trained model)", ylabel="test accuracy",
-           title=label)
+    ax.set(xlabel="round (0 = the trained model)",
+           ylabel="validation accuracy" if metric.startswith("val_")
+           else "test accuracy", title=label)
     ax.set_xticks(np.arange(length))
     ax.grid(alpha=0.3)
-  for ax, (metric, _) in zip(axes, ROUND_PANELS):
+  for ax, (metric, _) in zip(axes, panels):
     ax.set_ylim(*_accuracy_limits(*spans[ROUND_FAMILY[metric]]))
   axes[0].legend(fontsize=8, title="method (dashed: defenses)")
   if seeds is not None:

@@ -23,7 +23,8 @@ PAPER_TABLE1 = {
 }
 
 METRICS = ("clean_accuracy", "clean_loss", "fgsm_accuracy", "fgsm_loss",
-           "transfer_accuracy", "transfer_loss", "removed", "forget_loss")
+           "transfer_accuracy", "transfer_loss", "removed", "forget_loss",
+           "val_accuracy", "val_fgsm_accuracy")
 
 
 def _clean(value):
@@ -232,6 +233,34 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
   summary["reached_target"] = [r["reached_target"] for r in records]
   summary["seeds"] = len(records)
   return summary
+
+
+# The paper's stopping rule: white-box FGSM accuracy >= 0.9 (on the test
+# set, in the paper).
+PAPER_TARGET = 0.9
+
+
+def stopping_rule(target_accuracy: float, validation_examples: int
+                  ) -> dict[str, Any]:
+  """What a run's stopping rule read: the split, its size and the target."""
+  on_val = validation_examples > 0
+  return {"target_accuracy": target_accuracy,
+          "split": "validation" if on_val else "test",
+          "metric": "val_fgsm_accuracy" if on_val else "fgsm_accuracy",
+          "validation_examples": validation_examples}
+
+
+def first_round_reaching(records: list[dict[str, Any]], metric: str,
+                         target: float) -> list[int | None]:
+  """Per seed, the first round whose `metric` is >= `target` (None: none
+  of the rounds run): where that stopping rule would have stopped the run,
+  read after the fact from the rounds' metrics."""
+  out = []
+  for record in records:
+    out.append(next((row["round"] for row in record["rounds"]
+                     if row.get(metric) is not None
+                     and row[metric] >= target), None))
+  return out
 
 
 TABLE1_ROWS = (

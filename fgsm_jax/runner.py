@@ -113,7 +113,10 @@ def run_unlearning(config: Config, dataset: Dataset,
       "config": config.to_dict(),
       "conv_impl_used": models.resolve_conv_impl(config.conv_impl),
       "data": {"train_examples": int(dataset.train_labels.shape[0]),
-               "test_examples": int(dataset.test_labels.shape[0])},
+               "test_examples": int(dataset.test_labels.shape[0]),
+               "validation_examples": int(dataset.val_labels.shape[0])},
+      "stopping_rule": results.stopping_rule(
+          config.target_accuracy, int(dataset.val_labels.shape[0])),
       "per_seed": records,
       "summary": results.summarize(records),
       "wall_time_s": {"compile": compile_s, "run": run_s},
@@ -152,44 +155,98 @@ def _run_with_checkpoints(config, mesh, keys, data, hparams, progress,
   state saved after each; starts from the newest saved state. Returns
   (RunResult or Paired of them, compile s, run s, rounds restored or
   None)."""
+  finish = loop.finish_paired if control else loop.finish_rounds
+  pre, compile_s, run_s, restored = pretrain_saved(config, keys, data,
+                                                   hparams, saved, progress)
+  restored = restored == config.epochs
+  state, more_compile_s, more_run_s, done = run_rounds_saved(
+      config, mesh, keys, pre, data, hparams, saved, progress, control,
+      control_progress)
+  resumed = done if done is not None else (0 if restored else None)
+  return (finish(state), compile_s + more_compile_s, run_s + more_run_s,
+          resumed)
+
+
+def pretrain_saved(config, keys, data, hparams,
+                   saved: checkpoint.RunCheckpoints, progress=None):
+  """The seeds' initial training (`loop.make_pretrain`, seed-vmapped),
+  one compiled epoch per call, saved in `saved` after each epoch and whole
+  at the end; starts from what `saved` holds.
+
+  Returns (Pretrained, compile s, run s, epochs restored: 0 if none,
+  `config.epochs` if the whole initial training was).
+  """
   n = config.seeds
-  pretrain = jax.jit(loop.vmap_seeds(loop.make_pretrain(config, progress), n))
+  whole = jax.jit(loop.vmap_seeds(loop.make_pretrain(config), n))
+  if saved.has_pretrained():
+    if hasattr(progress, "skip_epochs"):
+      progress.skip_epochs(config.epochs)
+    return (restore_pretrained(saved, whole, keys, data, hparams), 0.0, 0.0,
+            config.epochs)
+  init = jax.jit(loop.vmap_seeds(
+      functools.partial(loop.init_pretrain, config), n, batched=(True, False)))
+  epoch = jax.jit(loop.vmap_seeds(
+      loop.make_pretrain_epochs(config, 1, progress), n,
+      batched=(True, True, False, False, False)))
+  finish = jax.jit(loop.vmap_seeds(loop.make_finish_pretrain(config, progress),
+                                   n, batched=(True, False, False)))
+  start = time.perf_counter()
+  state = init(keys, hparams)
+  done = saved.latest_epoch() or 0
+  if done:
+    state = jax.device_put(
+        saved.restore_epoch(done, checkpoint.abstract(state)), keys.sharding)
+    if hasattr(progress, "skip_epochs"):
+      progress.skip_epochs(done)
+  one = epoch.lower(state, keys, data, hparams, jnp.int32(0)).compile()
+  compile_s = time.perf_counter() - start
+  start = time.perf_counter()
+  for e in range(done, config.epochs):
+    state = jax.block_until_ready(one(state, keys, data, hparams,
+                                      jnp.int32(e)))
+    saved.save_epoch(e + 1, state)
+  pre = jax.block_until_ready(finish(state, data, hparams))
+  run_s = time.perf_counter() - start
+  saved.save_pretrained(pre)
+  return pre, compile_s, run_s, done
+
+
+def run_rounds_saved(config, mesh, keys, pre, data, hparams,
+                     saved: checkpoint.RunCheckpoints, progress=None,
+                     control=False, control_progress=None):
+  """`config`'s rounds from the pretrained models `pre` (seed-vmapped), one
+  compiled segment call per round, the state saved in `saved` after each;
+  starts from the newest round saved there.
+
+  Returns (RoundsState, or Paired of them with `control`; compile s; run s;
+  the round restored, or None).
+  """
+  n = config.seeds
   if control:
     init_fn = loop.init_paired
     segment_fn = loop.make_paired_segment(config, progress, control_progress)
-    finish = loop.finish_paired
   else:
     init_fn = loop.init_rounds
     segment_fn = loop.make_round_segment(config, progress)
-    finish = loop.finish_rounds
   init = jax.jit(loop.vmap_seeds(functools.partial(init_fn, config),
                                  n, batched=(True, False, False)))
   segment = jax.jit(loop.vmap_seeds(
       segment_fn, n, batched=(True, True, True, False, False, False)))
   seeds_axis = NamedSharding(mesh, PartitionSpec("seeds"))
-  compile_s = run_s = 0.0
-  resumed = None
-  if saved.has_pretrained():
-    pre = restore_pretrained(saved, pretrain, keys, data, hparams)
-    resumed = 0
-  else:
-    pre, compile_s, run_s = compile_and_run(pretrain, keys, data, hparams)
-    saved.save_pretrained(pre)
   state_like = checkpoint.abstract(jax.eval_shape(init, pre, data, hparams))
-  done = saved.latest_round() if resumed is not None else None
+  done = resumed = saved.latest_round()
   if done is not None:
     state = jax.device_put(saved.restore_round(done, state_like), seeds_axis)
-    resumed = done
   else:
     state, done = init(pre, data, hparams), 0
-  if resumed is not None and hasattr(progress, "skip_epochs"):
+  skipped = done * config.retrain_epochs * (2 if control else 1)
+  if skipped and hasattr(progress, "skip_epochs"):
     # A progress printer counting epochs (the control's too, when it shares
     # the method's count): those restored are done.
-    progress.skip_epochs(config.epochs + done * config.retrain_epochs
-                         * (2 if control else 1))
+    progress.skip_epochs(skipped)
   start = time.perf_counter()
   step = segment.lower(state, keys, pre, data, hparams, jnp.int32(1)).compile()
-  compile_s += time.perf_counter() - start
+  compile_s = time.perf_counter() - start
   start = time.perf_counter()
   method_state = state.method if control else state
   while (done < config.rounds
@@ -199,5 +256,6 @@ def _run_with_checkpoints(config, mesh, keys, data, hparams, progress,
         step(state, keys, pre, data, hparams, jnp.int32(done)))
     method_state = state.method if control else state
     saved.save_round(done, state)
-  run_s += time.perf_counter() - start
-  return finish(state), compile_s, run_s, resumed
+  return state, compile_s, time.perf_counter() - start, resumed
+
+

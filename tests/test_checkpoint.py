@@ -102,3 +102,120 @@ def test_killed_run_resumes_to_the_uninterrupted_result_and_only_its_own(tmp_pat
   alone = _run(data_dir, f"--output_dir={out}", "--nocontrol")
   error_line(alone, 2, "holds checkpoints of a different run", "control")
   assert (out / "results.json").read_text() == before
+
+
+# Runs experiments.compare, killed by SIGKILL once a method's round 1 is
+# saved.
+COMPARE_KILLED_AFTER_METHOD_ROUND_1 = """
+import os, signal, sys
+from absl import app
+from experiments import common, compare
+from fgsm_jax import checkpoint
+save = checkpoint.RunCheckpoints.save_round
+def save_then_die(self, completed, tree):
+  save(self, completed, tree)
+  if completed == 1 and "method-" in self.directory:
+    os.kill(os.getpid(), signal.SIGKILL)
+checkpoint.RunCheckpoints.save_round = save_then_die
+sys.argv = ["compare"] + sys.argv[1:]
+app.run(compare.main, flags_parser=common.parse_flags)
+"""
+
+COMPARE_ARGS = ["--preset=smoke", "--seeds=2", "--train_size=640",
+                "--validation_size=128", "--test_size=128", "--rounds=2",
+                "--methods=remove_retrain"]
+
+
+def _compare(*args, killed=False):
+  prefix = (["-c", COMPARE_KILLED_AFTER_METHOD_ROUND_1] if killed
+            else ["-m", "experiments.compare"])
+  return subprocess.run([sys.executable, *prefix, *COMPARE_ARGS, *args],
+                        cwd=REPO, capture_output=True, text=True, timeout=900)
+
+
+def test_a_comparison_killed_mid_method_goes_on_from_its_last_round(
+    tmp_path, data_dir):
+  """A method's rounds are saved as they end: the run started again goes on
+  from round 1, not from the method's start, and ends as an uninterrupted
+  run; the validation split held out reaches results and the rule."""
+  whole = _compare(data_dir, f"--output_dir={tmp_path}/whole")
+  assert whole.returncode == 0, whole.stderr[-3000:]
+  out = tmp_path / "killed"
+  killed = _compare(data_dir, f"--output_dir={out}", killed=True)
+  assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+  assert "remove_retrain: round 1 done" in killed.stdout
+  again = _compare(data_dir, f"--output_dir={out}")
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert "remove_retrain: resumed after round 1" in again.stdout
+  assert "remove_retrain: round 1" not in again.stdout
+  assert "remove_retrain: round 2 done" in again.stdout
+  assert not (out / "checkpoints" / "method-remove_retrain").exists()
+
+  def entry(folder):
+    comparison = json.loads((folder / "comparison.json").read_text())
+    return comparison["setup"], comparison["methods"][0]
+  setup, resumed = entry(out)
+  assert resumed["per_seed"] == entry(tmp_path / "whole")[1]["per_seed"]
+  assert resumed["resumed_after_round"] == 1
+  assert (out / "params-remove_retrain.msgpack").read_bytes() == (
+      tmp_path / "whole" / "params-remove_retrain.msgpack").read_bytes()
+  # 512 digits trained on, 128 held out; the rule read the held-out ones.
+  assert setup["train_examples"] == 512
+  assert setup["validation_examples"] == 128
+  assert setup["stopping_rule"]["split"] == "validation"
+  for seed in resumed["per_seed"]:
+    for row in seed["rounds"]:
+      assert 0.0 <= row["val_fgsm_accuracy"] <= 1.0
+      assert 0.0 <= row["val_accuracy"] <= 1.0
+  assert len(resumed["paper_rule_round"]) == 2
+
+
+class _Stop(Exception):
+  pass
+
+
+def test_the_initial_training_goes_on_from_its_last_epoch(tmp_path,
+                                                          small_mnist):
+  """Cut off after epoch 1 of 3, the initial training started again runs
+  epochs 2-3 only and ends with the models an uninterrupted one gives."""
+  import jax
+  import numpy as np
+  from fgsm_jax import checkpoint, config as config_lib, loop, runner
+  config = config_lib.get_config("smoke", seeds=2, epochs=3, train_size=512,
+                                 test_size=128)
+  dataset = jax.device_put(small_mnist._replace(
+      train_images=small_mnist.train_images[:512],
+      train_labels=small_mnist.train_labels[:512],
+      test_images=small_mnist.test_images[:128],
+      test_labels=small_mnist.test_labels[:128]))
+  keys, hp = loop.seed_keys(config), loop.hparams_from(config)
+  identity = {"config": config.to_dict()}
+
+  def run(folder, progress=None):
+    saved = checkpoint.RunCheckpoints(str(tmp_path / folder), identity)
+    return runner.pretrain_saved(config, keys, dataset, hp, saved, progress)
+
+  whole = run("whole")[0]
+  save = checkpoint.RunCheckpoints.save_epoch
+  def save_then_stop(self, completed, tree):
+    save(self, completed, tree)
+    if completed == 1:
+      raise _Stop
+  checkpoint.RunCheckpoints.save_epoch = save_then_stop
+  try:
+    with pytest.raises(_Stop):
+      run("cut")
+  finally:
+    checkpoint.RunCheckpoints.save_epoch = save
+  epochs = []
+  progress = lambda kind, values: epochs.append(int(values["epoch"])) \
+      if kind == "epoch" else None
+  again, _, _, restored = run("cut", progress)
+  assert restored == 1
+  assert sorted(set(epochs)) == [2, 3]
+  for a, b in zip(jax.tree.leaves(jax.device_get(again)),
+                  jax.tree.leaves(jax.device_get(whole))):
+    np.testing.assert_array_equal(a, b)
+  # Once whole, the initial training is restored, not run.
+  epochs.clear()
+  assert run("cut", progress)[3] == config.epochs and not epochs

@@ -282,3 +282,36 @@ def test_report_needs_exactly_one_run_dir(tmp_path):
   for args in ((), (f"--compare_dir={tmp_path}", f"--unlearn_dir={tmp_path}")):
     result = run_module("experiments.report", *args)
     error_line(result, 2, "give one of --compare_dir")
+
+
+def test_the_study_is_compare_then_report_on_the_study_preset(tmp_path):
+  """experiments.study's commands: the study preset's comparison (the
+  literal arm: 3 rounds of 15 epochs, one seed), then the report on its
+  folder; the comparison command runs as printed (here cut to a slice)."""
+  out = tmp_path / "study"
+  dry = run_module("experiments.study", "--dry_run", f"--output_dir={out}",
+                   f"--data_dir={mnist_dir()}")
+  assert dry.returncode == 0, dry.stderr[-3000:]
+  compare_line, report_line = dry.stdout.strip().splitlines()
+  assert compare_line.startswith("-m experiments.compare --preset=study ")
+  assert "--methods=remove_retrain,control" in compare_line
+  assert "--seeds" not in compare_line  # The preset's five.
+  assert report_line.startswith(
+      f"-m experiments.report --compare_dir={out} --subset_size=500 ")
+  assert not out.exists()  # A dry run writes nothing.
+  literal = run_module("experiments.study", "--dry_run", "--literal")
+  assert ("--seeds=1 --retrain_epochs=15 --rounds=3"
+          in literal.stdout.splitlines()[0])
+  assert "results/study-mnist-literal" in literal.stdout
+  bad = run_module("experiments.study", "--methods=remove_retrain,nope")
+  error_line(bad, 2, "unknown methods ['nope']")
+
+  args = compare_line.split("   (output:")[0].split()[2:]
+  ran = run_compare(*args, "--model=lenet5", "--train_size=384",
+                    "--validation_size=128", "--test_size=128", "--epochs=1",
+                    "--rounds=1", "--seeds=2")
+  assert ran.returncode == 0, ran.stderr[-3000:]
+  setup = json.loads((out / "comparison.json").read_text())["setup"]
+  assert setup["preset"] == "study"
+  assert setup["validation_examples"] == 128
+  assert setup["stopping_rule"]["split"] == "validation"

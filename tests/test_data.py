@@ -90,6 +90,22 @@ def test_take_slices_and_checks_sizes(tmp_path):
     data_lib.take(ds, 7, 0)
 
 
+def test_hold_out_moves_the_last_training_examples_to_validation(tmp_path):
+  ds = data_lib.load_idx_dir(write_idx_dir(tmp_path / "d"))
+  n = len(ds.train_labels)
+  held = data_lib.hold_out(ds, 2)
+  np.testing.assert_array_equal(held.train_images, ds.train_images[:n - 2])
+  np.testing.assert_array_equal(held.val_images, ds.train_images[n - 2:])
+  np.testing.assert_array_equal(held.val_labels, ds.train_labels[n - 2:])
+  np.testing.assert_array_equal(held.test_labels, ds.test_labels)
+  assert data_lib.hold_out(ds, 0) is ds and len(ds.val_labels) == 0
+  for bad in (-1, n):
+    with pytest.raises(data_lib.DataError, match=f"validation_size={bad}"):
+      data_lib.hold_out(ds, bad)
+  with pytest.raises(data_lib.DataError, match="already"):
+    data_lib.hold_out(held, 1)
+
+
 def test_tfds_source_under_mock_data():
   tfds = pytest.importorskip("tensorflow_datasets")
   with tfds.testing.mock_data(num_examples=12,

@@ -192,6 +192,22 @@ def test_rounds_plot_shares_an_axis_per_metric_family(monkeypatch):
   low, high = white.get_ylim()
   assert low <= 0.20 and 0.60 <= high
   assert "3 seed(s)" in fig._suptitle.get_text()
+  assert len(fig.axes) == 3  # No validation split: no fourth panel.
+
+
+def test_rounds_plot_shows_the_validation_split_when_held_out(monkeypatch):
+  """Rows with a validation FGSM accuracy get a fourth panel on the FGSM
+  axis, drawn from those values."""
+  methods_ = [_method("remove_retrain", [(0.99, 0.20, 0.20),
+                                         (0.99, 0.30, 0.55)])]
+  for row, val in zip(methods_[0]["per_seed"][0]["rounds"], (0.15, 0.65)):
+    row["val_fgsm_accuracy"] = val
+  fig = _captured_rounds_plot(monkeypatch, methods_, seeds=1)
+  assert len(fig.axes) == 4
+  white, validation = fig.axes[1], fig.axes[3]
+  np.testing.assert_allclose(validation.lines[0].get_ydata(), [0.15, 0.65])
+  assert validation.get_ylim() == white.get_ylim()
+  assert "validation" in validation.get_ylabel()
 
 
 @pytest.mark.parametrize("low,high", [(0.0, 0.0), (0.999, 1.0), (0.1, 0.9),

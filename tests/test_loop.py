@@ -9,6 +9,7 @@ import optax
 import pytest
 
 from fgsm_jax import attacks, config as config_lib, loop, losses, models
+from fgsm_jax import data as data_lib
 
 CONFIG = config_lib.get_config(
     "smoke", train_size=2048, test_size=512, epochs=2, rounds=2,
@@ -175,6 +176,68 @@ def test_learning_rate_and_target_compile_nothing_new(program, data, outcome,
   before = len(traces)
   program(loop.seed_keys(other), data, loop.hparams_from(other))
   assert len(traces) == before == 1
+
+
+@pytest.fixture(scope="module")
+def held_out(small_mnist):
+  """The small slice with its last 256 training digits held out, seed 0's
+  pretrained model on the rest, and one round of the paper's method that
+  never stops (target above 1)."""
+  data = jax.device_put(data_lib.hold_out(small_mnist, 256))
+  config = dataclasses.replace(CONFIG, seeds=1, validation_size=256)
+  hp = loop.hparams_from(config).replace(target_accuracy=jnp.float32(1.1))
+  key = loop.seed_keys(config)[0]
+  pre = jax.jit(loop.make_pretrain(config))(key, data, hp)
+  one_round = jax.jit(loop.make_round(config))
+  state = one_round(loop.init_rounds(config, pre, data, hp), key, pre, data,
+                    hp, jnp.bool_(True))
+  return config, data, hp, key, pre, one_round, state
+
+
+def test_validation_metrics_are_the_held_out_examples(held_out):
+  """Clean and FGSM accuracy on the held-out digits, as computed here."""
+  config, data, hp, key, pre, one_round, state = held_out
+  apply_fn = models.make_apply(config.model)
+  assert data.train_labels.shape[0] == 2048 - 256
+  for params, metrics in ((pre.train.params, pre.first),
+                          (state.train.params,
+                           jax.tree.map(lambda h: h[1], state.history))):
+    logits = apply_fn(params, data.val_images)
+    clean = float(jnp.mean(losses.per_example_correct(logits,
+                                                      data.val_labels)))
+    adv = attacks.fgsm(apply_fn, params, data.val_images, data.val_labels,
+                       config.epsilon)
+    fgsm = float(jnp.mean(losses.per_example_correct(
+        apply_fn(params, adv), data.val_labels)))
+    one_example = 1 / 256
+    assert abs(float(metrics.val_accuracy) - clean) <= one_example
+    assert abs(float(metrics.val_fgsm_accuracy) - fgsm) <= one_example
+  assert not np.isnan(float(pre.first.val_fgsm_accuracy))
+
+
+def test_without_a_validation_split_its_fields_are_nan(one_seed):
+  pre = one_seed[3]
+  assert np.isnan(float(pre.first.val_accuracy))
+  assert np.isnan(float(pre.first.val_fgsm_accuracy))
+
+
+def test_the_stopping_rule_reads_the_validation_split(held_out):
+  """A target between the validation and the test FGSM accuracy stops the
+  run exactly when the validation figure is above it, at round 0 (before
+  any round) and after a round."""
+  config, data, hp, key, pre, one_round, state = held_out
+  for r, metrics in ((0, pre.first),
+                     (1, jax.tree.map(lambda h: h[1], state.history))):
+    val = float(metrics.val_fgsm_accuracy)
+    test = float(metrics.fgsm_accuracy)
+    assert abs(val - test) > 1e-3, "the two splits must differ to tell"
+    target = hp.replace(target_accuracy=jnp.float32((val + test) / 2))
+    if r == 0:
+      done = loop.init_rounds(config, pre, data, target).done
+    else:
+      done = one_round(loop.init_rounds(config, pre, data, hp), key, pre,
+                       data, target, jnp.bool_(True)).done
+    assert bool(done) == (val > test), (r, val, test)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,112 @@
+r"""The verdict on the paper's own setting, as one resumable command.
+
+  python -m experiments.study                       # MNIST, 5 seeds
+  python -m experiments.study --dataset=fashion_mnist --seeds=3
+  python -m experiments.study --literal             # the paper's 15-epoch rounds
+  python -m experiments.study --dry_run             # print the commands only
+
+Runs, one after the other, each in its own process and each resumable (the
+same command run again goes on where it stopped):
+  1. `experiments.compare --preset=study`: the Fig. 3 LeNet trained 15 epochs
+     per seed (the last 5,000 training digits held out), then every method
+     in --methods from those models (5 rounds of 1 epoch; with --literal,
+     3 rounds of 15 epochs on one seed);
+  2. `experiments.report` on what it saved: clean, FGSM, PGD, standard
+     AutoAttack and the rest of the suite on the first --aa_examples test
+     digits (all 10,000 for the models in --whole_test_set_for), paired
+     verdicts against the control, the Table 1 explanation.
+Everything goes to --output_dir (default results/study-<dataset>[-literal]),
+with each step's output in compare.log and report.log there.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from absl import app, flags
+
+from experiments import common
+from fgsm_jax import data as data_lib
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("dataset", "mnist", list(data_lib.DATASETS),
+                  "the dataset studied")
+flags.DEFINE_integer("seeds", None,
+                     "seeds (default: the study preset's 5; 1 with --literal)")
+flags.DEFINE_list("methods", ["remove_retrain", "control"],
+                  "arms, all from the same initial models (the control is "
+                  "required for a verdict)")
+flags.DEFINE_bool("literal", False,
+                  "the paper's rounds of 15 epochs, 3 of them, one seed, "
+                  "instead of 5 rounds of 1 epoch")
+flags.DEFINE_integer("aa_examples", 500,
+                     "test digits every model is attacked on (0 = all)")
+flags.DEFINE_list("whole_test_set_for", [],
+                  "models attacked on all test digits, e.g. "
+                  "initial,remove_retrain,control")
+flags.DEFINE_string("output_dir", None,
+                    "default results/study-<dataset>[-literal]")
+flags.DEFINE_bool("dry_run", False, "print the commands, run nothing")
+common.define_data_flags(dataset=False)
+
+
+def commands(output_dir: str) -> list[tuple[str, list[str]]]:
+  """(log name, argv) of each step, from the flags."""
+  train = [sys.executable, "-m", "experiments.compare", "--preset=study",
+           f"--dataset={FLAGS.dataset}", f"--methods={','.join(FLAGS.methods)}",
+           f"--output_dir={output_dir}"]
+  seeds = FLAGS.seeds if FLAGS.seeds is not None else (1 if FLAGS.literal
+                                                       else None)
+  if seeds is not None:
+    train.append(f"--seeds={seeds}")
+  if FLAGS.literal:
+    train += ["--retrain_epochs=15", "--rounds=3"]
+  data = ([f"--data_dir={FLAGS.data_dir}"] if FLAGS.data_dir else []) + [
+      f"--data_source={FLAGS.data_source}"]
+  report = [sys.executable, "-m", "experiments.report",
+            f"--compare_dir={output_dir}", f"--subset_size={FLAGS.aa_examples}",
+            "--pgd_restarts=3"]
+  if FLAGS.whole_test_set_for:
+    report.append(f"--whole_test_set_for={','.join(FLAGS.whole_test_set_for)}")
+  return [("compare.log", train + data), ("report.log", report + data)]
+
+
+def main(argv):
+  if len(argv) > 1:
+    common.fail(f"unexpected arguments {argv[1:]}")
+  common.check_methods(FLAGS.methods)
+  if FLAGS.seeds is not None and FLAGS.seeds < 1:
+    common.fail(f"--seeds must be >= 1, got {FLAGS.seeds}")
+  if FLAGS.aa_examples < 0:
+    common.fail(f"--aa_examples must be >= 0, got {FLAGS.aa_examples}")
+  output_dir = FLAGS.output_dir or os.path.join(
+      "results", f"study-{FLAGS.dataset.replace('_', '-')}"
+      + ("-literal" if FLAGS.literal else ""))
+  steps = commands(output_dir)
+  for log, argv_ in steps:
+    print(f"{' '.join(argv_[1:])}   (output: {os.path.join(output_dir, log)})",
+          flush=True)
+  if FLAGS.dry_run:
+    return
+  os.makedirs(output_dir, exist_ok=True)
+  for log, argv_ in steps:
+    print(f"running: python {' '.join(argv_[1:])}", flush=True)
+    with open(os.path.join(output_dir, log), "a") as out:
+      process = subprocess.Popen(argv_, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)
+      for line in process.stdout:  # Shown as it comes, and kept.
+        sys.stdout.write(line)
+        sys.stdout.flush()
+        out.write(line)
+        out.flush()
+      if process.wait() != 0:
+        common.runtime_fail(f"{argv_[2]} failed (exit {process.returncode}); "
+                            f"see {os.path.join(output_dir, log)}; the same "
+                            "command goes on from where it stopped")
+  print(f"done: {os.path.join(output_dir, 'report.md')}", flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=common.parse_flags)
