@@ -19,7 +19,8 @@ claim. Writes report.json after every model, then report.md (the paper's
 Table 1 beside ours, the comparison under PGD, white-box vs stale, failed
 checks) and the plots sweep.png, rounds.png and digits.png. Re-running on
 the same folder with the same attacks keeps the models already measured (an
-interrupted report resumes).
+interrupted report resumes, within a seed from its last block of
+--block_size examples).
 """
 
 from __future__ import annotations
@@ -81,6 +82,12 @@ flags.DEFINE_list("explain_epsilons", paper_pipelines.DEFAULT_EPSILONS,
                   "gives the paper's 0.0796)")
 flags.DEFINE_bool("plots", True, "write sweep.png, rounds.png, digits.png")
 flags.DEFINE_integer("chunk_size", 500, "examples per chunk")
+flags.DEFINE_integer("block_size", 1000,
+                     "a model measured on more test examples than this is "
+                     "measured in blocks of this many (it must divide them), "
+                     "each saved in report-blocks/ as it ends: an "
+                     "interrupted seed goes on from its last block; 0: one "
+                     "call per seed")
 flags.DEFINE_integer("seed", 0, "attack PRNG seed")
 common.define_data_flags(dataset_default=None)
 
@@ -187,7 +194,7 @@ def main(argv):
     return crafted, info
 
   @jax.jit
-  def evaluate(params, transfer, images, labels):
+  def evaluate(params, transfer, images, labels, key):
     """One model under the suite (one seed: PGD restarts skip examples
     already flipped, which needs the model unbatched) on `images`."""
     correct, pgd_trace = robustness.per_example_correct(
@@ -209,6 +216,24 @@ def main(argv):
                                  local_forward=square_forward)
     return correct, pgd_trace, curve, zero, aa
 
+  def evaluate_seed(name, n, s, params):
+    """One seed of one model on the first `n` test examples, on the host:
+    in one call, or in blocks of --block_size kept in report-blocks/ (each
+    block's attack key folded from the block's index)."""
+    tr = {k: v[:n] for k, v in transfer.items()}
+    block = FLAGS.block_size
+    if not block or n <= block:
+      return jax.device_get(evaluate(params, tr, images[:n], labels[:n], key))
+    def one(b):
+      part = slice(b * block, (b + 1) * block)
+      return jax.device_get(evaluate(
+          params, {k: v[part] for k, v in tr.items()}, images[part],
+          labels[part], jax.random.fold_in(jax.random.fold_in(key, 99), b)))
+    path_of = lambda b: os.path.join(
+        run_dir, "report-blocks", f"{name}-seed{s + 1}-block{b + 1}of"
+        f"{n // block}-{block_tag}.npz")
+    return _in_blocks(one, n // block, path_of, f"{name} seed {s + 1}")
+
   attack_info = suite.describe(config.epsilon)
   attack_info["autoattack"] = ({"version": "off"} if FLAGS.autoattack == "off"
                                else budget.describe(FLAGS.autoattack,
@@ -224,10 +249,15 @@ def main(argv):
       "data_source": source.to_dict(),
       "test_examples": default_n,
       "whole_test_set_for": list(FLAGS.whole_test_set_for),
+      "block_size": FLAGS.block_size,
       "attacks": attack_info,
       "sweep_attack": "PGD, 10 steps of 0.25 epsilon, random start",
       "models": [],
   }
+  # What a saved block of a seed depends on besides the model and examples.
+  block_tag = hashlib.sha256(json.dumps(
+      [attack_info, sweep, FLAGS.seed, FLAGS.block_size],
+      sort_keys=True).encode()).hexdigest()[:12]
   entries = {m["method"]: m for m in comparison["methods"]}
   params_files = {name: os.path.join(run_dir, f"params-{name}.msgpack")
                   for name in ["initial"] + list(entries)}
@@ -244,6 +274,12 @@ def main(argv):
                 f"{run_dir} (models: {', '.join(params_files)})")
   sizes = {name: int(labels.shape[0]) if name in FLAGS.whole_test_set_for
            else default_n for name in params_files}
+  uneven = sorted({n for n in sizes.values()
+                   if FLAGS.block_size and n > FLAGS.block_size
+                   and n % FLAGS.block_size})
+  if FLAGS.block_size < 0 or uneven:
+    common.fail(f"--block_size={FLAGS.block_size} must be >= 0 and divide "
+                f"every model's test examples above it (not {uneven})")
   done, partial = _finished_models(out_json, report, FLAGS.seed, sweep, sizes)
   report["partial"] = dict(partial)  # Kept until their model is done.
   report["models_planned"] = [name for name, path in params_files.items()
@@ -279,8 +315,7 @@ def main(argv):
       report["partial"][name] = done_seeds
       results.write_json_atomic(out_json, report)
     entry = _measure(name, stacked,
-                     lambda p, t, n=n: evaluate(p, t, images[:n], labels[:n]),
-                     {k: v[:n] for k, v in transfer.items()},
+                     lambda s, p, name=name, n=n: evaluate_seed(name, n, s, p),
                      sweep, entries.get(name), partial.get(name, []),
                      save_seed, default_n)
     entry["test_examples"] = n
@@ -315,10 +350,11 @@ def main(argv):
   print(text)
 
 
-def _measure(name, stacked, evaluate, transfer, sweep, entry=None,
+def _measure(name, stacked, evaluate, sweep, entry=None,
              done_seeds=(), save_seed=None, first_n=None) -> dict:
-  """Every seed of one saved model under the suite (one jitted call per
-  seed), with the checks; `entry` (its comparison entry) adds the stale one.
+  """Every seed of one saved model under the suite (`evaluate(seed, params)`:
+  the suite's outputs on the host), with the checks; `entry` (its comparison
+  entry) adds the stale one.
   `done_seeds`: per-seed results of an interrupted report, kept;
   `save_seed(per_seed so far)` is called after each seed. When the model is
   measured on more than the first `first_n` test examples, each seed also
@@ -332,8 +368,7 @@ def _measure(name, stacked, evaluate, transfer, sweep, entry=None,
           flush=True)
   for s in range(len(per_seed), seeds):
     params = jax.tree.map(lambda x, s=s: x[s], stacked)
-    correct, trace, curve, zero, aa = jax.device_get(
-        evaluate(params, transfer))
+    correct, trace, curve, zero, aa = evaluate(s, params)
     outcome = {}
     if aa is not None:
       correct["autoattack"] = aa["correct"]
@@ -416,6 +451,66 @@ def _plots(report, comparison, params_files, out, apply_fn, images, labels,
                      "model, seed 0; red = wrong")
     figures.append(("digits.png", "clean vs PGD digits with predictions"))
   return figures
+
+
+def _in_blocks(evaluate_block, count, path_of, label):
+  """The suite's outputs (correct, pgd_trace, curve, zero, aa) over `count`
+  equal blocks of examples: each block measured by `evaluate_block(b)` and
+  saved to `path_of(b)`, or read back from there when an earlier run saved
+  it. Per-example arrays are joined; accuracies (traces, the sweep, the
+  zero-gradient fraction) are averaged, exact for equal blocks."""
+  parts = []
+  start = time.perf_counter()
+  for b in range(count):
+    path = path_of(b)
+    if os.path.exists(path):
+      with np.load(path) as saved:
+        parts.append(_unflatten(dict(saved)))
+      print(f"  {label}: block {b + 1}/{count} measured before, kept",
+            flush=True)
+      continue
+    part = evaluate_block(b)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp.npz"
+    np.savez_compressed(tmp, **_flatten(part))
+    os.replace(tmp, path)
+    parts.append(_unflatten(_flatten(part)))
+    aa = part[4]
+    print(f"  {label}: block {b + 1}/{count}: PGD "
+          f"{float(np.mean(part[0]['pgd'])):.4f}"
+          + (f", AutoAttack {float(np.mean(aa['correct'])):.4f}"
+             if aa is not None else "")
+          + f" ({time.perf_counter() - start:.0f}s)", flush=True)
+  join = lambda xs: np.concatenate(xs)
+  mean = lambda xs: np.mean(np.stack(xs), axis=0)
+  correct = {k: join([p[0][k] for p in parts]) for k in parts[0][0]}
+  aa = None
+  if parts[0][4] is not None:
+    aa = {"correct": join([p[4]["correct"] for p in parts]),
+          "broken_by": join([p[4]["broken_by"] for p in parts]),
+          "trace": mean([p[4]["trace"] for p in parts])}
+  return (correct, mean([p[1] for p in parts]), mean([p[2] for p in parts]),
+          mean([p[3] for p in parts]), aa)
+
+
+def _flatten(part) -> dict[str, np.ndarray]:
+  """One block's outputs as named arrays for an .npz."""
+  correct, trace, curve, zero, aa = part
+  flat = {f"correct/{k}": np.asarray(v) for k, v in correct.items()}
+  flat.update(trace=np.asarray(trace), curve=np.asarray(curve),
+              zero=np.asarray(zero))
+  if aa is not None:
+    flat.update({f"aa/{k}": np.asarray(v) for k, v in aa.items()})
+  return flat
+
+
+def _unflatten(flat) -> tuple:
+  """`_flatten`'s inverse."""
+  correct = {k.split("/", 1)[1]: v for k, v in flat.items()
+             if k.startswith("correct/")}
+  aa = {k.split("/", 1)[1]: v for k, v in flat.items()
+        if k.startswith("aa/")} or None
+  return correct, flat["trace"], flat["curve"], flat["zero"], aa
 
 
 def _finished_models(path, report, seed, sweep, sizes) -> tuple[dict, dict]:

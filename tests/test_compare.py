@@ -124,9 +124,12 @@ def test_report_attacks_every_saved_model(compared):
           "--pgd_restarts=2", "--noise_draws=4", "--sweep=0,0.1,0.5",
           "--autoattack=fast", "--aa_apgd_steps=4", "--aa_target_classes=2",
           "--subset_size=64", "--whole_test_set_for=initial,control",
-          f"--data_dir={mnist_dir()}")
+          "--block_size=64", f"--data_dir={mnist_dir()}")
   result = run_module("experiments.report", *args)
   assert result.returncode == 0, result.stderr[-3000:]
+  # The models on all 128 in two blocks of 64, each saved as it ends.
+  assert "control seed 2: block 2/2: PGD " in result.stdout
+  assert "salun seed 1: block" not in result.stdout
   report = json.loads((compared / "report.json").read_text())
   assert [m["model"] for m in report["models"]] == ["initial"] + METHODS
   assert report["test_examples"] == 64
@@ -203,22 +206,36 @@ def test_report_attacks_every_saved_model(compared):
   for p in paper_pipelines.PIPELINES:
     assert p.hypothesis in explained
   assert "(e) stale evaluation: the paper's method" in explained
-  # Interrupted after two models and one seed of the third: a re-run keeps
-  # those and measures the rest.
-  third = report["models"][2]
-  report["models"] = report["models"][:2]
+  # Interrupted after the initial models, one seed of remove_retrain and,
+  # of the control, its blocks only: a re-run keeps those and measures the
+  # rest. A planted block (control, seed 1, block 1: clean all wrong) is
+  # read back, not measured again.
+  control, third = report["models"][1], report["models"][2]
+  report["models"] = report["models"][:1]
   kept = dict(third["per_seed"][0], planted=True)  # Measured again: no mark.
   report["partial"] = {third["model"]: [kept]}
   (compared / "report.json").write_text(json.dumps(report))
+  [planted] = (compared / "report-blocks").glob("control-seed1-block1of2-*.npz")
+  with np.load(planted) as saved:
+    arrays = dict(saved)
+  second_clean = np.load(str(planted).replace("block1of2", "block2of2"))[
+      "correct/clean"]
+  arrays["correct/clean"] = np.zeros_like(arrays["correct/clean"])
+  np.savez_compressed(planted, **arrays)
   again = run_module("experiments.report", *args)
   assert again.returncode == 0, again.stderr[-3000:]
-  assert again.stdout.count("(same attacks, ") == 2
+  assert again.stdout.count("(same attacks, ") == 1
   assert f"{third['model']}: seeds 1-1 already measured, kept" in again.stdout
+  assert "control seed 2: block 2/2 measured before, kept" in again.stdout
   assert "transfer examples: " in again.stdout  # Crafted once, reused.
   assert "explanation: measured before with the same settings, kept" in again.stdout
   resumed = json.loads((compared / "report.json").read_text())
-  assert resumed["models"][:2] == report["models"]
+  assert resumed["models"][:1] == report["models"]
   assert resumed["models"][2]["per_seed"][0] == kept
+  again_control = resumed["models"][1]["per_seed"]
+  assert again_control[1] == control["per_seed"][1]
+  assert again_control[0]["accuracy"]["clean"] == pytest.approx(
+      second_clean.mean() / 2)
   assert resumed["partial"] == {}
   assert [m["model"] for m in resumed["models"]] == ["initial"] + METHODS
 
@@ -276,6 +293,15 @@ def test_report_names_an_unknown_whole_test_set_model(compared):
                       "--whole_test_set_for=initial,trades",
                       f"--data_dir={mnist_dir()}")
   error_line(result, 2, "--whole_test_set_for: no model trades")
+
+
+def test_report_refuses_blocks_that_do_not_divide_the_examples(compared):
+  result = run_module("experiments.report", f"--compare_dir={compared[0]}",
+                      "--test_size=128", "--subset_size=64",
+                      "--whole_test_set_for=initial", "--block_size=48",
+                      f"--data_dir={mnist_dir()}")
+  error_line(result, 2, "--block_size=48 must be >= 0 and divide every "
+             "model's test examples above it (not [64, 128])")
 
 
 def test_report_needs_exactly_one_run_dir(tmp_path):
