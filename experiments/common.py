@@ -51,9 +51,6 @@ HELP = {
                        "stopping rule (0 = none: it reads the test set, as "
                        "the paper does)",
     "method": f"one of {', '.join(methods.METHODS)}",
-    "select_from": "train (the paper's text) or test_indices (its Figs. "
-                   "8-9: test examples scored, their indices removed from "
-                   "the training set; a Table 1 hypothesis)",
     "forget_batch_size": "forget-set examples beside each retain minibatch",
     "neggrad_alpha": "neggrad_plus: weight of the retain CE",
     "ascent_cap": "neggrad_plus, scrub: per-example cap of the ascent loss",
@@ -330,12 +327,21 @@ def load_data(config: config_lib.Config
         config.validation_size)
   except data_lib.DataError as e:
     fail(str(e))
-  n_train, n_test = len(dataset.train_labels), len(dataset.test_labels)
-  if config.select_from == "test_indices" and n_test > n_train:
-    fail(f"--select_from=test_indices removes training examples by test "
-         f"index: it needs at most as many test examples ({n_test}) as "
-         f"training examples ({n_train}); lower --test_size")
+  check_test_selection([config.method], config, dataset)
   return dataset, source
+
+
+def check_test_selection(names: list[str], config, dataset) -> None:
+  """A method selecting on the test set (removing training examples by test
+  index) needs no more test examples than training ones; else one line and
+  exit 2."""
+  n_train, n_test = len(dataset.train_labels), len(dataset.test_labels)
+  for name in names:
+    if name in methods.METHODS and n_test > n_train and methods.make_method(
+        name, config, None).selects_on == "test":
+      fail(f"--method={name} removes training examples by test index: it "
+           f"needs at most as many test examples ({n_test}) as training "
+           f"examples ({n_train}); lower --test_size")
 
 
 def floats(values: list[str], flag: str) -> list[float]:

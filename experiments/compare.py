@@ -41,8 +41,10 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("preset", "compare",
                     f"one of {sorted(config_lib.PRESETS)}; flags override it")
 common.define_config_flags(exclude=("method",))
-flags.DEFINE_list("methods", list(methods.METHODS),
-                  f"methods to compare, from: {', '.join(methods.METHODS)}")
+flags.DEFINE_list("methods", [m for m in methods.METHODS
+                              if m not in methods.HYPOTHESES],
+                  f"methods to compare, from: {', '.join(methods.METHODS)} "
+                  f"(by default all but {', '.join(methods.HYPOTHESES)})")
 flags.DEFINE_string("output_dir", None,
                     "where comparison.json/.md go; default runs/compare-<time>")
 flags.DEFINE_bool("progress", True, "print per-epoch and per-round progress")
@@ -53,10 +55,11 @@ flags.DEFINE_bool("resume", False,
                   "goes on too)")
 
 
-def method_entry(config, outcome, n_train, compile_s, run_s):
+def method_entry(config, outcome, n_train, n_test, compile_s, run_s):
   """One method's results: config, per-seed metrics, passes, wall time."""
   records = results.per_seed_records(outcome)
-  passes = [methods.run_passes(config, n_train, r["rounds_completed"])
+  passes = [methods.run_passes(config, n_train, r["rounds_completed"],
+                               n_test=n_test)
             for r in records]
   final = [r["rounds"][-1] for r in records]
   return {
@@ -139,6 +142,7 @@ def main(argv):
       common.interrupted_run(FLAGS.output_dir, "compare", "comparison.md")
       if FLAGS.resume else FLAGS.output_dir, "compare")
   dataset, source = common.load_data(config)
+  common.check_test_selection(FLAGS.methods, config, dataset)
   n_train = int(dataset.train_labels.shape[0])
   print(common.header_line(config, source, ", ".join(FLAGS.methods)),
         flush=True)
@@ -241,7 +245,8 @@ def main(argv):
       print(f"{name}: resumed after round {restored} (restored from "
             f"{rounds_dir})", flush=True)
     outcome = jax.device_get(loop.finish_rounds(state))
-    entry = method_entry(method_config, outcome, n_train, compile_s, run_s)
+    entry = method_entry(method_config, outcome, n_train,
+                         int(dataset.test_labels.shape[0]), compile_s, run_s)
     # Rounds restored from a cut-off run (its wall time counts only the
     # rounds run here); None: none.
     entry["resumed_after_round"] = restored

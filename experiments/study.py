@@ -35,9 +35,11 @@ flags.DEFINE_enum("dataset", "mnist", list(data_lib.DATASETS),
                   "the dataset studied")
 flags.DEFINE_integer("seeds", None,
                      "seeds (default: the study preset's 5; 1 with --literal)")
-flags.DEFINE_list("methods", ["remove_retrain", "control"],
+flags.DEFINE_list("methods", ["remove_retrain", "control",
+                              "remove_test_indices"],
                   "arms, all from the same initial models (the control is "
-                  "required for a verdict)")
+                  "required for a verdict; remove_test_indices is Table 1's "
+                  "hypothesis (f))")
 flags.DEFINE_bool("literal", False,
                   "the paper's rounds of 15 epochs, 3 of them, one seed, "
                   "instead of 5 rounds of 1 epoch")

@@ -9,7 +9,6 @@ from typing import Any
 from fgsm_jax import data, methods, models
 
 
-SELECT_FROM = ("train", "test_indices")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,12 +44,6 @@ class Config:
   validation_size: int = 0
   # What a round does (`methods.METHODS`); 'remove_retrain' is the paper's.
   method: str = "remove_retrain"
-  # Where a round's selection pass looks: 'train' (the paper's text: the
-  # training examples whose FGSM loss is highest) or 'test_indices' (the
-  # paper's Figs. 8-9: the FGSM loss of the *test* examples, whose indices
-  # are then removed from the training set; one of the Table 1 hypotheses,
-  # not a method to use).
-  select_from: str = "train"
   # Method hyperparameters, each with its source. Forget batches are drawn
   # from the round's forget set beside every retain minibatch; 32 is SCRUB's
   # forget batch size (del_batch_size in Kurmanji et al.'s code).
@@ -92,9 +85,6 @@ class Config:
     if self.method not in methods.METHODS:
       raise ValueError(f"unknown method {self.method!r}; choose one of "
                        f"{list(methods.METHODS)}")
-    if self.select_from not in SELECT_FROM:
-      raise ValueError(f"unknown select_from {self.select_from!r}; choose "
-                       f"one of {list(SELECT_FROM)}")
     models.check_conv_impl(self.conv_impl)  # Not resolve: no backend yet.
     if not (isinstance(self.epsilon, (int, float)) and math.isfinite(self.epsilon)
             and 0.0 <= self.epsilon <= 1.0):
@@ -185,7 +175,7 @@ PRESETS = {
 def describe(config: Config) -> str:
   """One line saying how a run differs from the paper's settings (Sec. 4)."""
   paper = PRESETS["paper"]
-  fields = ("dataset", "model", "select_from", "epochs", "retrain_epochs",
+  fields = ("dataset", "model", "epochs", "retrain_epochs",
             "rounds", "forget_per_round", "validation_size",
             "target_accuracy", "train_size", "test_size", "batch_size",
             "learning_rate")

@@ -214,24 +214,23 @@ def make_finish_pretrain(config: Config, progress: ProgressFn | None = None):
   return finish
 
 
-def _select(apply_fn, params, data, retained, epsilon, config):
+def _select(apply_fn, params, data, retained, epsilon, config, selects_on):
   """The round's forget set: the `forget_per_round` retained training
   examples whose FGSM versions have the highest loss. With
-  `config.select_from == 'test_indices'` (the paper's Figs. 8-9) the test
-  examples are scored instead and the training examples of the same
-  indices removed.
+  `selects_on == 'test'` (the paper's Figs. 8-9) the test examples are
+  scored instead and the training examples of the same indices removed.
 
   Returns:
     (indices int [K], valid bool [K], chosen bool [N_train], the mean FGSM
     loss of the scored examples chosen).
   """
-  if config.select_from == "test_indices":
+  if selects_on == "test":
     images, labels = data.test_images, data.test_labels
   else:
     images, labels = data.train_images, data.train_labels
   n = labels.shape[0]
   if n > retained.shape[0]:
-    raise ValueError(f"select_from={config.select_from!r}: {n} test "
+    raise ValueError(f"selection on the test set: {n} test "
                      f"examples index only {retained.shape[0]} training ones")
   scored = evaluation.fgsm_pass(apply_fn, params, images, labels, epsilon,
                                 config.chunk_size)
@@ -319,7 +318,7 @@ def make_round(config: Config, progress: ProgressFn | None = None):
     if method.selects:
       indices, valid, chosen, forget_loss = _select(
           apply_fn, state.params, data, loop.removed_round == 0, hp.epsilon,
-          config)
+          config, method.selects_on)
       removed_round = jnp.where(chosen, round_index, removed_round)
       if methods.needs_forget_batch(method):
         forget = _forget_batch(apply_fn, state.params, data, indices, valid,

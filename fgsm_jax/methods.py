@@ -75,6 +75,10 @@ class Method:
   family: str  # 'unlearning', 'control' or 'defense'.
   loss: LossFn
   selects: bool = False         # Selects and removes a forget set each round.
+  # Whose FGSM losses the selection ranks: 'train' (the training examples
+  # themselves) or 'test' (the test examples, their indices then removed
+  # from the training set: the paper's Figs. 8-9).
+  selects_on: str = "train"
   uses_forget: bool = False     # Draws forget batches.
   reset_optimizer: bool = False
   saliency_sparsity: float | None = None  # SalUn: fraction of params frozen.
@@ -106,9 +110,11 @@ def make_method(name: str, config: Any, apply_fn: ApplyFn) -> Method:
     return _ce(apply_fn, params, retain.images, retain.labels, retain.weights,
                key)
 
-  if name in ("remove_retrain", "finetune", "control"):
+  if name in ("remove_retrain", "finetune", "control", "remove_test_indices"):
     return Method(name, "control" if name == "control" else "unlearning",
                   retain_ce, selects=name != "control",
+                  selects_on="test" if name == "remove_test_indices"
+                  else "train",
                   reset_optimizer=name == "finetune")
 
   if name == "neggrad_plus":
@@ -228,7 +234,14 @@ METHODS = {
     "fgsm_rs": "FGSM from a random start, step 1.25 eps (Wong et al. 2020)",
     "pgd_at": "PGD adversarial training with random start (Madry et al. 2018)",
     "trades": "clean CE + beta KL(clean || adversarial) (Zhang et al. 2019)",
+    "remove_test_indices": "the paper's Figs. 8-9 as written: the *test* "
+                           "examples' FGSM losses ranked, the training "
+                           "examples at those indices removed (a Table 1 "
+                           "hypothesis, not a method to use)",
 }
+# Methods that test a hypothesis about the paper rather than defend: run only
+# when named (`experiments.compare --methods`), never by default.
+HYPOTHESES = ("remove_test_indices",)
 
 
 def unlearn_step(state: TrainState, retain: Batch, forget: ForgetBatch,
@@ -317,12 +330,14 @@ def needs_forget_batch(method: Method) -> bool:
   return method.uses_forget or method.saliency_sparsity is not None
 
 
-def round_passes(method: Method, config: Any, n_train: int) -> dict[str, int]:
+def round_passes(method: Method, config: Any, n_train: int,
+                 n_test: int = 0) -> dict[str, int]:
   """Forward and backward passes (counted per example) one round spends.
 
   Counts what the program computes: whole minibatches (padding and weight-0
-  examples included), the selection pass over every training example (FGSM:
-  1 forward + 1 backward, then 1 forward on the result), re-crafting the
+  examples included), the selection pass over every training example, or
+  every one of the `n_test` test examples for a method that selects on them
+  (FGSM: 1 forward + 1 backward, then 1 forward on the result), re-crafting the
   forget set for methods that use it (2 + 1), SalUn's saliency gradient
   (1 + 1). Evaluation on the
   test set is measurement, not the method's cost, and is not counted.
@@ -341,8 +356,9 @@ def round_passes(method: Method, config: Any, n_train: int) -> dict[str, int]:
     fwd += ascent_steps * forget_batch * method.ascent_passes[0]
     bwd += ascent_steps * forget_batch * method.ascent_passes[1]
   if method.selects:
-    fwd += 2 * n_train
-    bwd += n_train
+    scored = n_test if method.selects_on == "test" else n_train
+    fwd += 2 * scored
+    bwd += scored
   if needs_forget_batch(method):
     fwd += 2 * config.forget_per_round
     bwd += config.forget_per_round
@@ -359,11 +375,13 @@ def pretrain_passes(config: Any, n_train: int) -> dict[str, int]:
 
 
 def run_passes(config: Any, n_train: int, rounds_completed: int,
-               apply_fn: ApplyFn | None = None) -> dict[str, dict[str, int]]:
-  """Passes a run of `config` spent: initial training, its rounds, total."""
+               apply_fn: ApplyFn | None = None,
+               n_test: int = 0) -> dict[str, dict[str, int]]:
+  """Passes a run of `config` spent: initial training, its rounds, total
+  (`n_test`: the test examples a method selecting on them scores)."""
   method = make_method(config.method, config, apply_fn)
   pre = pretrain_passes(config, n_train)
-  per_round = round_passes(method, config, n_train)
+  per_round = round_passes(method, config, n_train, n_test)
   rounds = {k: v * int(rounds_completed) for k, v in per_round.items()}
   return {"pretrain": pre, "rounds": rounds,
           "total": {k: pre[k] + rounds[k] for k in pre}}

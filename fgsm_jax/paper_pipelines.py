@@ -264,6 +264,21 @@ def retrain_scaled(config, params: Params, dataset, epochs: int) -> Params:
 DEFAULT_EPSILONS = [f"{e / 100:g}" for e in range(0, 51, 2)]
 
 
+def test_selection_rows(comparison: dict) -> dict | None:
+  """Hypothesis (f), from a comparison that ran `remove_test_indices`: its
+  final models' white-box FGSM accuracy and loss per seed (on the test set
+  whose indices chose what was removed), and the rounds run; else None."""
+  entry = next((m for m in comparison["methods"]
+                if m["method"] == "remove_test_indices"), None)
+  if entry is None:
+    return None
+  final = [r["rounds"][-1] for r in entry["per_seed"]]
+  return {"retrain_epochs": entry["config"]["retrain_epochs"],
+          "rounds": [r["rounds_completed"] for r in entry["per_seed"]],
+          "accuracy": [f["fgsm_accuracy"] for f in final],
+          "loss": [f["fgsm_loss"] for f in final]}
+
+
 def explain_run(config, dataset, test_examples: int, comparison: dict,
                 run_dir: str, epsilons, chunk_size: int = 500,
                 earlier: dict | None = None) -> dict:
@@ -273,8 +288,11 @@ def explain_run(config, dataset, test_examples: int, comparison: dict,
   a model trained on raw pixels like the initial ones (another seed; its
   params kept in the folder, named by what its training depends on), and
   the paper's method's final models scored on stale FGSM examples (from
-  the comparison's rounds). An `earlier` explanation of the same settings
-  is returned as it is. Plain floats and lists, for JSON."""
+  the comparison's rounds) and, when the comparison ran it, the final
+  white-box FGSM figures of `remove_test_indices` (the paper's Figs. 8-9
+  selection). An `earlier` explanation of the same settings is returned as
+  it is, with that last part read again. Plain floats and lists, for
+  JSON."""
   raw_config = dataclasses.replace(config, seed=config.seed + 3000, seeds=1)
   retrain_epochs = max(config.retrain_epochs, 1)  # One round's retraining.
   settings = {"epsilon": config.epsilon, "test_examples": int(test_examples),
@@ -283,10 +301,11 @@ def explain_run(config, dataset, test_examples: int, comparison: dict,
                                   "seed": raw_config.seed,
                                   "epochs": raw_config.epochs,
                                   "retrain_epochs": retrain_epochs}}
+  test_selection = test_selection_rows(comparison)
   if earlier and earlier.get("settings") == settings:
     print("explanation: measured before with the same settings, kept",
           flush=True)
-    return earlier
+    return {**earlier, "test_selection": test_selection}
   start = time.perf_counter()
   images = jnp.asarray(dataset.test_images[:test_examples])
   labels = jnp.asarray(dataset.test_labels[:test_examples])
@@ -327,7 +346,7 @@ def explain_run(config, dataset, test_examples: int, comparison: dict,
              "accuracy": [f["transfer_accuracy"] for f in final],
              "loss": [f["transfer_loss"] for f in final]}
   out = {"settings": settings, "per_seed": per_seed, "raw_pixel_model": raw,
-         "stale_paper_method": stale,
+         "stale_paper_method": stale, "test_selection": test_selection,
          "wall_time_s": time.perf_counter() - start}
   print(f"explanation: {len(PIPELINES)} pipelines and a sweep on {seeds} "
         f"initial model(s), a raw-pixel model "

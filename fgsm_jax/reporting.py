@@ -246,9 +246,20 @@ def explanation_markdown(explanation) -> str:
         f"{pair(stale['accuracy'], stale['loss'])} | "
         f"{paper_cell('updated_fgsm')} | "
         f"{match(stale['accuracy'], stale['loss'], 'updated_fgsm')} |")
-  lines.append("| (f) selection from the test set, its indices removed from "
-               "the training set | not in this report (needs a run of it) | "
-               f"{paper_cell('updated_fgsm')} | — |")
+  chosen = explanation.get("test_selection")
+  if chosen:
+    lines.append(
+        f"| (f) selection from the test set, its indices removed from the "
+        f"training set (`remove_test_indices`), after {chosen['rounds']} "
+        f"round(s) of {chosen['retrain_epochs']} epoch(s), white-box FGSM | "
+        f"{pair(chosen['accuracy'], chosen['loss'])} | "
+        f"{paper_cell('updated_fgsm')} | "
+        f"{match(chosen['accuracy'], chosen['loss'], 'updated_fgsm')} |")
+  else:
+    lines.append("| (f) selection from the test set, its indices removed "
+                 "from the training set | not run in this comparison "
+                 "(`--methods=...,remove_test_indices`) | "
+                 f"{paper_cell('updated_fgsm')} | — |")
   return "\n".join(lines)
 
 

@@ -94,8 +94,9 @@ def run_unlearning(config: Config, dataset: Dataset,
   def records_of(run_config, result):
     records = results.per_seed_records(result)
     for record in records:
-      record["passes"] = methods.run_passes(run_config, n_train,
-                                            record["rounds_completed"])
+      record["passes"] = methods.run_passes(
+          run_config, n_train, record["rounds_completed"],
+          n_test=int(dataset.test_labels.shape[0]))
     return records
   extra = {}
   if control:

@@ -320,7 +320,8 @@ def test_the_study_is_compare_then_report_on_the_study_preset(tmp_path):
   assert dry.returncode == 0, dry.stderr[-3000:]
   compare_line, report_line = dry.stdout.strip().splitlines()
   assert compare_line.startswith("-m experiments.compare --preset=study ")
-  assert "--methods=remove_retrain,control" in compare_line
+  assert ("--methods=remove_retrain,control,remove_test_indices"
+          in compare_line)
   assert "--seeds" not in compare_line  # The preset's five.
   assert report_line.startswith(
       f"-m experiments.report --compare_dir={out} --subset_size=500 ")

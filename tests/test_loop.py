@@ -319,11 +319,11 @@ def test_the_methods_stopping_rule_decides_for_the_control(paired_program,
 
 def test_test_index_selection_removes_the_training_examples_of_those_indices(
     data, one_seed):
-  """select_from='test_indices' (the paper's Figs. 8-9): the training
-  examples removed are those at the indices of the test examples whose FGSM
-  loss against the round's model is highest."""
+  """remove_test_indices (the paper's Figs. 8-9): the training examples
+  removed are those at the indices of the test examples whose FGSM loss
+  against the round's model is highest."""
   config, hp, key, pre = one_seed
-  config = dataclasses.replace(config, select_from="test_indices")
+  config = dataclasses.replace(config, method="remove_test_indices")
   state = loop.init_rounds(config, pre, data, hp)
   state = jax.device_get(jax.jit(loop.make_round_segment(config))(
       state, key, pre, data, hp, jnp.int32(1)))

@@ -295,7 +295,7 @@ def test_passes_are_counted_from_the_loop_structure():
   n = 1000
   def passes(name):
     return methods.round_passes(methods.make_method(name, config, None),
-                                config, n)
+                                config, n, n_test=300)
   steps = math.ceil(n / config.batch_size) * config.retrain_epochs
   control = passes("control")
   assert control == {"forward": steps * 128, "backward": steps * 128}
@@ -303,6 +303,10 @@ def test_passes_are_counted_from_the_loop_structure():
   # on its output (1 forward) for every training example.
   assert passes("remove_retrain") == {"forward": control["forward"] + 2 * n,
                                       "backward": control["backward"] + n}
+  # The paper's Figs. 8-9: the selection pass scores the 300 test examples.
+  assert passes("remove_test_indices") == {
+      "forward": control["forward"] + 2 * 300,
+      "backward": control["backward"] + 300}
   # PGD-40 training: 41 forward and backward passes per training example.
   assert passes("pgd_at")["backward"] == 41 * control["backward"]
   assert passes("fgsm_rs")["backward"] == 2 * control["backward"]

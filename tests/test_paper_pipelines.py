@@ -150,3 +150,41 @@ def test_retrain_scaled_trains_the_given_model_on_unit_images(small_mnist):
   x = jnp.asarray(small_mnist.test_images)
   y = jnp.asarray(small_mnist.test_labels)
   assert float(jnp.mean(losses.per_example_correct(APPLY(trained, x), y))) > 0.7
+
+
+def test_hypothesis_f_is_the_test_selection_runs_final_white_box_fgsm():
+  """(f) in the explanation: remove_test_indices' last round per seed, held
+  against the paper's updated row; absent, the table says it did not run."""
+  def row(acc, loss, rounds):
+    return {"rounds_completed": rounds,
+            "rounds": [{"fgsm_accuracy": 0.5, "fgsm_loss": 9.0},
+                       {"fgsm_accuracy": acc, "fgsm_loss": loss}]}
+  comparison = {"methods": [
+      {"method": "remove_retrain", "config": {"retrain_epochs": 1},
+       "per_seed": [row(0.1, 5.0, 1)] * 2},
+      {"method": "remove_test_indices", "config": {"retrain_epochs": 15},
+       "per_seed": [row(0.96, 0.15, 3), row(0.97, 0.16, 3)]}]}
+  chosen = pp.test_selection_rows(comparison)
+  assert chosen == {"retrain_epochs": 15, "rounds": [3, 3],
+                    "accuracy": [0.96, 0.97], "loss": [0.15, 0.16]}
+  assert pp.test_selection_rows({"methods": comparison["methods"][:1]}) is None
+  explanation = {
+      "settings": {"test_examples": 10, "epsilon": 0.1, "epsilons": [0.1]},
+      "per_seed": [{"pipelines": {
+          q.name: {"fgsm_accuracy": 0.6, "fgsm_loss": 1.0,
+                   "clean_accuracy": 0.9} for q in pp.PIPELINES},
+                    "epsilon_for_paper": None,
+                    "sweep": {"epsilon": [0.1], "fgsm_loss": [1.0]}}],
+      "stale_paper_method": None, "test_selection": chosen,
+      "raw_pixel_model": {"clean_accuracy": 0.98, "unit_clean_accuracy": 0.1,
+                          "unit_clean_loss": 2.3, "fgsm_accuracy": 0.09,
+                          "fgsm_loss": 2.29}}
+  from fgsm_jax import reporting
+  line = next(l for l in reporting.explanation_markdown(explanation)
+              .splitlines() if l.startswith("| (f)"))
+  assert "after [3, 3] round(s) of 15 epoch(s)" in line
+  assert line.endswith("| **yes** |")  # 0.965 / 0.155 against 0.9669 / 0.1546.
+  explanation["test_selection"] = None
+  line = next(l for l in reporting.explanation_markdown(explanation)
+              .splitlines() if l.startswith("| (f)"))
+  assert "not run in this comparison" in line
