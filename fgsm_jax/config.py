@@ -9,8 +9,6 @@ from typing import Any
 from fgsm_jax import data, methods, models
 
 
-
-
 @dataclasses.dataclass(frozen=True)
 class Config:
   """Everything that defines a run of the paper's unlearning loop.

@@ -264,19 +264,26 @@ def retrain_scaled(config, params: Params, dataset, epochs: int) -> Params:
 DEFAULT_EPSILONS = [f"{e / 100:g}" for e in range(0, 51, 2)]
 
 
-def test_selection_rows(comparison: dict) -> dict | None:
-  """Hypothesis (f), from a comparison that ran `remove_test_indices`: its
-  final models' white-box FGSM accuracy and loss per seed (on the test set
-  whose indices chose what was removed), and the rounds run; else None."""
+def _final_figures(comparison: dict, method: str, metric: str) -> dict | None:
+  """A compared method's last-round `metric` ('fgsm' or 'transfer')
+  accuracy and loss per seed, with its rounds run and retraining epochs;
+  None when the comparison did not run it."""
   entry = next((m for m in comparison["methods"]
-                if m["method"] == "remove_test_indices"), None)
+                if m["method"] == method), None)
   if entry is None:
     return None
   final = [r["rounds"][-1] for r in entry["per_seed"]]
   return {"retrain_epochs": entry["config"]["retrain_epochs"],
           "rounds": [r["rounds_completed"] for r in entry["per_seed"]],
-          "accuracy": [f["fgsm_accuracy"] for f in final],
-          "loss": [f["fgsm_loss"] for f in final]}
+          "accuracy": [f[f"{metric}_accuracy"] for f in final],
+          "loss": [f[f"{metric}_loss"] for f in final]}
+
+
+def test_selection_rows(comparison: dict) -> dict | None:
+  """Hypothesis (f), from a comparison that ran `remove_test_indices`: its
+  final models' white-box FGSM accuracy and loss per seed (on the test set
+  whose indices chose what was removed), and the rounds run; else None."""
+  return _final_figures(comparison, "remove_test_indices", "fgsm")
 
 
 def explain_run(config, dataset, test_examples: int, comparison: dict,
@@ -335,16 +342,8 @@ def explain_run(config, dataset, test_examples: int, comparison: dict,
       apply_fn, retrain_scaled(raw_config, raw_params, dataset, retrain_epochs),
       images, labels, config.epsilon, PIPELINES[0], chunk_size)
   raw["after_scaled_retraining"] = {"epochs": retrain_epochs, **rescaled}
-  paper_method = next((m for m in comparison["methods"]
-                       if m["method"] == "remove_retrain"), None)
-  stale = None
-  if paper_method is not None:
-    final = [r["rounds"][-1] for r in paper_method["per_seed"]]
-    stale = {"retrain_epochs": paper_method["config"]["retrain_epochs"],
-             "rounds": [r["rounds_completed"]
-                        for r in paper_method["per_seed"]],
-             "accuracy": [f["transfer_accuracy"] for f in final],
-             "loss": [f["transfer_loss"] for f in final]}
+  # (e): the paper's method's final models on round-0 FGSM examples.
+  stale = _final_figures(comparison, "remove_retrain", "transfer")
   out = {"settings": settings, "per_seed": per_seed, "raw_pixel_model": raw,
          "stale_paper_method": stale, "test_selection": test_selection,
          "wall_time_s": time.perf_counter() - start}
