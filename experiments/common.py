@@ -44,6 +44,10 @@ HELP = {
                        "validation split if any, else the test set)",
     "batch_size": "minibatch size",
     "learning_rate": "Adam learning rate",
+    "lr_schedule": "the rounds' learning rate: constant (--learning_rate) "
+                   "or cyclic (0 -> --lr_peak at 2/5 of all rounds' steps "
+                   "-> 0, Wong et al. 2020)",
+    "lr_peak": "the cyclic schedule's peak rate",
     "chunk_size": "examples per chunk of full-split passes",
     "train_size": "first N training examples (0 = all)",
     "test_size": "first N test examples (0 = all)",

@@ -160,8 +160,9 @@ def main(argv):
   try:
     saved = checkpoint.RunCheckpoints(
         os.path.join(out_dir, "checkpoints"),
-        {"config": config.to_dict(), "train_examples": n_train,
-         "test_examples": int(dataset.test_labels.shape[0])})
+        {"config": config.identity(), "train_examples": n_train,
+         "test_examples": int(dataset.test_labels.shape[0])},
+        config_lib.read_saved_run)
   except checkpoint.CheckpointMismatch as e:
     common.fail(str(e))
   resumed = saved.has_pretrained()
@@ -233,9 +234,10 @@ def main(argv):
     rounds_dir = os.path.join(out_dir, "checkpoints", f"method-{name}")
     try:
       method_saved = checkpoint.RunCheckpoints(
-          rounds_dir, {"config": method_config.to_dict(),
+          rounds_dir, {"config": method_config.identity(),
                        "train_examples": n_train,
-                       "test_examples": int(dataset.test_labels.shape[0])})
+                       "test_examples": int(dataset.test_labels.shape[0])},
+          config_lib.read_saved_run)
     except checkpoint.CheckpointMismatch as e:
       common.fail(str(e))
     state, compile_s, run_s, restored = runner.run_rounds_saved(

@@ -102,6 +102,34 @@ def pgd(apply_fn: ApplyFn, params: Params, images: jax.Array,
                   step_size=step_size, loss_fn=loss_fn)
 
 
+def noisy_fgsm(apply_fn: ApplyFn, params: Params, images: jax.Array,
+               labels: jax.Array, epsilon: jax.Array | float, key: jax.Array,
+               *, noise: float, step: float) -> jax.Array:
+  """N-FGSM (de Jorge et al. 2022): FGSM from a noisy point, not projected.
+
+  x_0 = clip(x + U(-noise * eps, noise * eps), 0, 1), then
+  clip(x_0 + step * eps * sign(grad_x CE(f(x_0), y)), 0, 1). Unlike
+  FGSM-RS there is no projection onto the eps-ball: the result may lie up
+  to (noise + step) * eps from `images`. A training attack, not an
+  evaluation one (evaluations stay inside the ball).
+
+  Args:
+    apply_fn, params: the attacked model (inference mode).
+    images: float [B, 28, 28, 1] in [0, 1]; labels: int [B].
+    epsilon: the radius both magnitudes are relative to; key: the noise's.
+    noise, step: the noise's and the step's magnitudes in units of eps.
+
+  Returns:
+    Perturbed images in [0, 1].
+  """
+  chex.assert_rank([images, labels], [4, 1])
+  start = jnp.clip(images + jax.random.uniform(
+      key, images.shape, images.dtype, -noise * epsilon, noise * epsilon),
+                   0.0, 1.0)
+  grad, _ = input_gradient(apply_fn, params, start, labels)
+  return fgsm_step(start, grad, step * epsilon)
+
+
 def pgd_from(apply_fn: ApplyFn, params: Params, images: jax.Array,
              labels: jax.Array, epsilon, start: jax.Array, *, steps: int,
              step_size, loss_fn=None) -> jax.Array:

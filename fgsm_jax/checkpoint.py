@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import orbax.checkpoint as ocp
@@ -27,13 +27,20 @@ class CheckpointMismatch(ValueError):
 class RunCheckpoints:
   """Checkpoints of one run in `directory`, identified by `identity`."""
 
-  def __init__(self, directory: str, identity: dict[str, Any]):
+  def __init__(self, directory: str, identity: dict[str, Any],
+               read_saved: Callable[[dict], dict] | None = None):
+    """`read_saved` maps a saved run.json to what this version would have
+    written for the same run (e.g. `config.saved_identity` on its config),
+    so folders of earlier versions resume; by default it is compared as
+    written."""
     self.directory = os.path.abspath(directory)
     self.identity = json.loads(json.dumps(identity))  # JSON-normalized.
     path = os.path.join(self.directory, "run.json")
     if os.path.exists(path):
       with open(path) as f:
         saved = json.load(f)
+      if read_saved is not None:
+        saved = json.loads(json.dumps(read_saved(saved)))
       if saved != self.identity:
         changed = sorted(_differences(saved, self.identity))
         raise CheckpointMismatch(

@@ -32,7 +32,18 @@ class Config:
   target_accuracy: float = 0.9
   batch_size: int = 128
   learning_rate: float = 1e-3     # Adam.
-  chunk_size: int = 500           # Examples per chunk of the full-split passes.
+  # Examples per chunk of the full-split passes (selection, evaluation). An
+  # execution field: it changes speed and memory, not what is computed, so a
+  # run may resume with another (`EXECUTION_FIELDS`). 128 measured faster
+  # than 500 for the selection pass (BUILD_NOTES, "Chunk sizes").
+  chunk_size: int = 128
+  # The rounds' learning rate (the initial training keeps learning_rate):
+  # 'constant' (learning_rate) or 'cyclic', the triangle of fast adversarial
+  # training (Wong et al. 2020's MNIST script: Adam, 0 -> lr_peak over the
+  # first 2/5 of the steps, back to 0 at the last; their --lr-max 5e-3) over
+  # all rounds' steps.
+  lr_schedule: str = "constant"
+  lr_peak: float = 5e-3
   train_size: int = 0             # First N training examples; 0 = all 60,000.
   test_size: int = 0              # First N test examples; 0 = all 10,000.
   # The last N of the training examples used, held out as a validation
@@ -63,6 +74,11 @@ class Config:
   scrub_max_epochs: int = 2
   fgsm_at_alpha: float = 0.5      # Goodfellow et al. 2015: 0.5 clean + 0.5 FGSM.
   fgsm_rs_step: float = 1.25      # Wong et al. 2020: step 1.25 * epsilon.
+  # N-FGSM (de Jorge et al. 2022, their train.py's defaults: --unif 2,
+  # --alpha equal to --epsilon, --clip -1): noise U(-2 eps, 2 eps), one
+  # step of eps, no projection onto the eps-ball.
+  nfgsm_noise: float = 2.0
+  nfgsm_step: float = 1.0
   # PGD training attack (pgd_at, trades): Madry et al. 2018's MNIST attack,
   # 40 steps of 0.01 (TRADES' MNIST code uses the same); random start.
   pgd_steps: int = 40
@@ -98,6 +114,12 @@ class Config:
     if not 0.0 <= self.target_accuracy <= 1.0:
       raise ValueError(f"target_accuracy must be in [0, 1], got "
                        f"{self.target_accuracy}")
+    if self.lr_schedule not in LR_SCHEDULES:
+      raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; choose one "
+                       f"of {list(LR_SCHEDULES)}")
+    if not (isinstance(self.lr_peak, (int, float))
+            and math.isfinite(self.lr_peak) and self.lr_peak > 0):
+      raise ValueError(f"lr_peak must be > 0, got {self.lr_peak!r}")
     if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
       raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
     if not (isinstance(self.equivalence_margin, (int, float))
@@ -112,7 +134,8 @@ class Config:
       if not 0.0 <= getattr(self, name) <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
     for name in ("ascent_cap", "relabel_weight", "scrub_alpha", "scrub_gamma",
-                 "scrub_temperature", "fgsm_rs_step", "pgd_step_size",
+                 "scrub_temperature", "fgsm_rs_step", "nfgsm_noise",
+                 "nfgsm_step", "pgd_step_size",
                  "trades_beta"):
       value = getattr(self, name)
       if not (isinstance(value, (int, float)) and math.isfinite(value)
@@ -124,13 +147,47 @@ class Config:
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
 
+  def identity(self) -> dict[str, Any]:
+    """What a checkpoint folder must match to resume this run: every field
+    but the execution fields."""
+    return {k: v for k, v in self.to_dict().items()
+            if k not in EXECUTION_FIELDS}
+
+
+LR_SCHEDULES = ("constant", "cyclic")
+
+
+# Fields that say how a run executes, not what it computes: left out of a
+# run's identity, so a run may resume with other values of them.
+EXECUTION_FIELDS = ("chunk_size",)
+
+
+def saved_identity(saved: dict[str, Any]) -> dict[str, Any]:
+  """A config saved by an earlier version (a run.json's "config") as this
+  version's `Config.identity()` would write it: fields added since take
+  their defaults (which reproduce what the earlier version computed),
+  execution fields are dropped, and fields since removed are kept, so they
+  still count as a difference."""
+  defaults = Config().to_dict()
+  out = {**defaults, **saved}
+  return {k: v for k, v in out.items() if k not in EXECUTION_FIELDS}
+
+
+def read_saved_run(saved: dict[str, Any]) -> dict[str, Any]:
+  """A saved run.json with its "config" read by `saved_identity` (what
+  `checkpoint.RunCheckpoints(read_saved=)` compares)."""
+  if not isinstance(saved.get("config"), dict):
+    return saved
+  return {**saved, "config": saved_identity(saved["config"])}
+
 
 # The fields that tune one method's objective (--help lists them apart from
 # the run's own flags), and the verdict rule's two numbers.
 METHOD_HYPERPARAMETERS = (
     "forget_batch_size", "neggrad_alpha", "ascent_cap", "relabel_weight",
     "salun_sparsity", "scrub_alpha", "scrub_gamma", "scrub_temperature",
-    "scrub_max_epochs", "fgsm_at_alpha", "fgsm_rs_step", "pgd_steps",
+    "scrub_max_epochs", "fgsm_at_alpha", "fgsm_rs_step", "nfgsm_noise",
+    "nfgsm_step", "pgd_steps",
     "pgd_step_size", "trades_beta")
 VERDICT_FIELDS = ("equivalence_margin", "confidence")
 

@@ -306,6 +306,9 @@ def make_round(config: Config, progress: ProgressFn | None = None):
     # Under vmap this runs for seeds already done too, whose results the
     # while loop discards; `active` tells their progress reports apart.
     optimizer = optax.adam(hp.learning_rate)
+    # Every step the rounds can take (the cyclic schedule's length).
+    total_steps = (config.rounds * config.retrain_epochs
+                   * -(-data.train_labels.shape[0] // config.batch_size))
     rounds_key = _split_key(key)[2]
     round_index = loop.round + 1
     state = loop.train
@@ -332,6 +335,13 @@ def make_round(config: Config, progress: ProgressFn | None = None):
 
     def make_step(epoch):
       def step_fn(state, images, labels, weights, key):
+        step_optimizer = optimizer
+        if config.lr_schedule == "cyclic":
+          # Steps taken since the initial training (descents and SCRUB's
+          # ascents; the padding steps at an epoch's tail are none). A new
+          # adam of the same state each step: the rate is all that changes.
+          step_optimizer = optax.adam(training.cyclic_rate(
+              state.step - pre.train.step, total_steps, config.lr_peak))
         picked = forget
         if method.uses_forget:
           pick = jax.random.choice(jax.random.fold_in(key, 7), k,
@@ -339,7 +349,8 @@ def make_round(config: Config, progress: ProgressFn | None = None):
           picked = jax.tree.map(lambda a: a[pick], forget)
         return methods.unlearn_step(
             state, methods.Batch(images, labels, weights), picked, key,
-            ctx.replace(epoch=epoch), method=method, optimizer=optimizer)
+            ctx.replace(epoch=epoch), method=method,
+            optimizer=step_optimizer)
       return step_fn
 
     weights = (removed_round == 0).astype(jnp.float32)

@@ -185,6 +185,13 @@ def make_method(name: str, config: Any, apply_fn: ApplyFn) -> Method:
                          step_size=c.fgsm_rs_step * ctx.epsilon)
     return Method(name, "defense", adv_ce, craft=craft, retain_passes=(2, 2))
 
+  if name == "nfgsm":
+    def craft(params, retain, key, ctx):
+      return attacks.noisy_fgsm(inference, params, retain.images,
+                                retain.labels, ctx.epsilon, key,
+                                noise=c.nfgsm_noise, step=c.nfgsm_step)
+    return Method(name, "defense", adv_ce, craft=craft, retain_passes=(2, 2))
+
   if name == "pgd_at":
     def craft(params, retain, key, ctx):
       return attacks.pgd(inference, params, retain.images, retain.labels,
@@ -232,6 +239,8 @@ METHODS = {
     "fgsm_at": "adversarial training, half clean and half FGSM loss "
                "(Goodfellow et al. 2015)",
     "fgsm_rs": "FGSM from a random start, step 1.25 eps (Wong et al. 2020)",
+    "nfgsm": "FGSM from noise U(-2 eps, 2 eps), step eps, not projected "
+             "onto the eps-ball (N-FGSM, de Jorge et al. 2022)",
     "pgd_at": "PGD adversarial training with random start (Madry et al. 2018)",
     "trades": "clean CE + beta KL(clean || adversarial) (Zhang et al. 2019)",
     "remove_test_indices": "the paper's Figs. 8-9 as written: the *test* "

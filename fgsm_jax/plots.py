@@ -174,3 +174,36 @@ def digit_grid(clean: np.ndarray, labels: np.ndarray,
   fig.suptitle(title, fontsize=9)
   fig.tight_layout()
   _save(fig, path)
+
+
+def pareto_plot(points: list[dict], front: list[str], path: str,
+                title: str) -> None:
+  """Robust accuracy (mean, +-std over seeds) against passes per training
+  example, one point per model, the frontier joined by a line.
+
+  points: `pareto.points`' dicts; front: `pareto.frontier`'s names.
+  """
+  fig, ax = plt.subplots(figsize=(8, 5.5))
+  colors = {"initial": "black", "control": "grey", "unlearning": "tab:blue",
+            "defense": "tab:red"}
+  for p in points:
+    ax.errorbar(p["passes"], p["robust"], yerr=p["robust_std"], fmt="o",
+                color=colors.get(p["family"], "tab:green"), capsize=3,
+                markersize=7 if p["model"] in front else 4)
+    ax.annotate(p["model"], (p["passes"], p["robust"]), fontsize=7,
+                xytext=(4, 4), textcoords="offset points")
+  on = sorted((p for p in points if p["model"] in front),
+              key=lambda p: p["passes"])
+  ax.plot([p["passes"] for p in on], [p["robust"] for p in on], "-",
+          color="black", alpha=0.5, label="frontier")
+  for family, color in colors.items():
+    ax.plot([], [], "o", color=color, label=family)
+  ax.set_xscale("symlog", linthresh=1.0)
+  ax.set(xlabel="forward + backward passes per training example (rounds "
+         "only; symlog)", ylabel="robust accuracy (worst case per example)",
+         ylim=(-0.02, 1.02))
+  ax.set_title(title, fontsize=10)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  _save(fig, path)

@@ -13,6 +13,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from fgsm_jax import checkpoint, loop, methods, models, results, sharding
+from fgsm_jax import config as config_lib
 from fgsm_jax.config import Config
 from fgsm_jax.data import Dataset
 
@@ -80,14 +81,15 @@ def run_unlearning(config: Config, dataset: Dataset,
         if control else loop.make_unlearn(config, progress), config.seeds))
     outcome, compile_s, run_s = compile_and_run(program, keys, data, hparams)
   else:
-    identity = {"config": config.to_dict(), "first_seed": first_seed,
+    identity = {"config": config.identity(), "first_seed": first_seed,
                 "train_examples": int(dataset.train_labels.shape[0]),
                 "test_examples": int(dataset.test_labels.shape[0])}
     if control:  # Runs without a control keep their earlier identity.
       identity["control"] = True
     outcome, compile_s, run_s, resumed = _run_with_checkpoints(
         config, mesh, keys, data, hparams, progress,
-        checkpoint.RunCheckpoints(checkpoint_dir, identity),
+        checkpoint.RunCheckpoints(checkpoint_dir, identity,
+                                  config_lib.read_saved_run),
         control, control_progress)
 
   n_train = int(dataset.train_labels.shape[0])

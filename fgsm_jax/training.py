@@ -41,6 +41,16 @@ def apply_gradients(state: TrainState, grads,
                     state.step + 1)
 
 
+def cyclic_rate(step: jax.Array, total_steps: int, peak: float) -> jax.Array:
+  """The triangle of fast adversarial training (Wong et al. 2020): the rate
+  at step `step` (from 0) of `total_steps`, rising linearly from 0 to
+  `peak` at 2/5 of the steps and back to 0 at the end; as their script, the
+  rate of a step is read at the end of it ((step + 1) / total)."""
+  t = (jnp.asarray(step, jnp.float32) + 1.0) / total_steps
+  return jnp.interp(t, jnp.array([0.0, 0.4, 1.0]),
+                    jnp.array([0.0, peak, 0.0], jnp.float32))
+
+
 def keep_if(cond: jax.Array, new, old):
   """`new` where `cond`, else `old`, leaf by leaf (e.g. skip an empty step)."""
   return jax.tree.map(lambda a, b: jnp.where(cond, a, b), new, old)

@@ -219,3 +219,32 @@ def test_the_initial_training_goes_on_from_its_last_epoch(tmp_path,
   # Once whole, the initial training is restored, not run.
   epochs.clear()
   assert run("cut", progress)[3] == config.epochs and not epochs
+
+
+def test_an_earlier_versions_run_json_is_read_as_this_version_writes_it(
+    tmp_path):
+  """A folder saved before a field was added (its default is what that
+  version computed) or with another chunk size (an execution field)
+  resumes; a field since removed, or a changed one, is still a different
+  run."""
+  from fgsm_jax import checkpoint, config as config_lib
+  config = config_lib.get_config("smoke")
+  identity = {"config": config.identity(), "train_examples": 512}
+
+  def folder_with(saved_config):
+    folder = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
+    folder.mkdir()
+    (folder / "run.json").write_text(json.dumps(
+        {"config": saved_config, "train_examples": 512}))
+    return str(folder)
+
+  earlier = config.to_dict()
+  del earlier["trades_beta"]
+  earlier["chunk_size"] = config.chunk_size + 1
+  checkpoint.RunCheckpoints(folder_with(earlier), identity,
+                            config_lib.read_saved_run)
+  for changed, name in (({"select_from": "train"}, "config.select_from"),
+                        ({"seeds": config.seeds + 1}, "config.seeds")):
+    with pytest.raises(checkpoint.CheckpointMismatch, match=name):
+      checkpoint.RunCheckpoints(folder_with({**config.to_dict(), **changed}),
+                                identity, config_lib.read_saved_run)

@@ -345,3 +345,38 @@ def test_test_index_selection_removes_the_training_examples_of_those_indices(
       apply_fn(pre.train.params, train_adv), data.train_labels))
   by_train = np.argsort(-train_loss)[:config.forget_per_round]
   assert len(set(removed) & set(by_train)) < config.forget_per_round // 2
+
+
+def test_the_cyclic_rate_is_the_fast_training_triangle():
+  from fgsm_jax import training
+  total, peak = 100, 5e-3
+  rate = lambda step: float(training.cyclic_rate(step, total, peak))
+  # Read at the end of a step: step 39 ends at 2/5, the peak; the last ends
+  # at 0; halfway up and halfway down are half the peak.
+  assert rate(39) == pytest.approx(peak)
+  assert rate(99) == pytest.approx(0.0, abs=1e-12)
+  assert rate(19) == pytest.approx(peak / 2)
+  assert rate(69) == pytest.approx(peak / 2)
+  up = [rate(s) for s in range(40)]
+  down = [rate(s) for s in range(39, 100)]
+  assert up == sorted(up) and down == sorted(down, reverse=True)
+
+
+@pytest.mark.parametrize("method", ["remove_retrain", "fgsm_rs"])
+def test_the_cyclic_schedule_sets_every_rounds_step(data, one_seed, method):
+  """With a peak of 1e-30 the rounds cannot move the weights (Adam's step
+  is at most a few times the rate), while the same rounds at the constant
+  rate do: the schedule reaches every step."""
+  config, hp, key, pre = one_seed
+  moved = {}
+  for schedule in ("cyclic", "constant"):
+    run = dataclasses.replace(config, method=method, lr_schedule=schedule,
+                              lr_peak=1e-30)
+    out = jax.device_get(jax.jit(loop.make_rounds(run))(key, pre, data, hp))
+    assert int(out.rounds_completed) == config.rounds
+    moved[schedule] = max(
+        float(np.max(np.abs(a - b))) for a, b in zip(
+            jax.tree.leaves(out.final_params),
+            jax.tree.leaves(jax.device_get(pre.train.params))))
+  assert moved["cyclic"] < 1e-20
+  assert moved["constant"] > 1e-4

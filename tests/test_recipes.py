@@ -43,6 +43,8 @@ def _recipe(name, params, retain, key, eps):
   """(crafted images, loss(params, crafted)) of defense `name` by its paper:
   FGSM-AT (Goodfellow et al. 2015): 0.5 CE(x) + 0.5 CE(FGSM(x)).
   FGSM-RS (Wong et al. 2020): x + U(-eps, eps), one step of 1.25 eps.
+  N-FGSM (de Jorge et al. 2022): x + U(-2 eps, 2 eps), one step of eps, no
+  projection onto the ball.
   PGD-AT (Madry et al. 2018): x + U(-eps, eps), `pgd_steps` of `pgd_step_size`.
   TRADES (Zhang et al. 2019): CE(f(x)) + beta KL(f(x) || f(x')), x' from
   x + 0.001 N(0, 1) by signed ascent on that KL.
@@ -59,6 +61,15 @@ def _recipe(name, params, retain, key, eps):
   if name == "fgsm_rs":
     adv = _pgd_reference(params, x, ce, uniform, 1, 1.25 * eps, eps)
     return adv, lambda p, a: _weighted(ce(APPLY(p, a)), w)
+  if name == "nfgsm":
+    # De Jorge et al.'s train.py: eta = U(-2 eps, 2 eps), x + eta kept in
+    # [0, 1]; delta = eta + eps * sign(grad at x + eta), x + delta kept in
+    # [0, 1]; no clamp of delta to the ball (--clip -1).
+    eta = jax.random.uniform(key, x.shape, x.dtype, -2 * eps, 2 * eps)
+    eta = jnp.clip(x + eta, 0.0, 1.0) - x
+    g = _input_gradient_reference(params, ce, x + eta)
+    delta = jnp.clip(x + eta + eps * jnp.sign(g), 0.0, 1.0) - x
+    return x + delta, lambda p, a: _weighted(ce(APPLY(p, a)), w)
   if name == "pgd_at":
     adv = _pgd_reference(params, x, ce, uniform, CONFIG.pgd_steps,
                          CONFIG.pgd_step_size, eps)
@@ -75,12 +86,13 @@ def _recipe(name, params, retain, key, eps):
   return adv, loss
 
 
-DEFENSES = ["fgsm_at", "fgsm_rs", "pgd_at", "trades"]
+DEFENSES = ["fgsm_at", "fgsm_rs", "nfgsm", "pgd_at", "trades"]
 
 
 def test_the_defenses_defaults_are_the_published_ones():
   c = config_lib.Config()
   assert (c.fgsm_at_alpha, c.fgsm_rs_step) == (0.5, 1.25)
+  assert (c.nfgsm_noise, c.nfgsm_step) == (2.0, 1.0)
   assert (c.pgd_steps, c.pgd_step_size, c.trades_beta) == (40, 0.01, 6.0)
 
 
@@ -101,7 +113,12 @@ def test_each_defense_follows_its_published_recipe(name):
   # for pixel but where a near-zero gradient's sign rounds either way (none
   # here on the machine this was written on; 0.2% = 50 pixels of slack).
   delta = np.asarray(crafted - retain.images)
-  assert np.abs(delta).max() <= eps + 1e-6
+  # N-FGSM leaves the ball on purpose (noise 2 eps + step eps); the others
+  # stay in it.
+  reach = 3 * eps if name == "nfgsm" else eps
+  assert np.abs(delta).max() <= reach + 1e-6
+  if name == "nfgsm":
+    assert np.abs(delta).max() > 1.5 * eps  # Not projected.
   assert 0.0 <= float(crafted.min()) and float(crafted.max()) <= 1.0
   differs = np.abs(np.asarray(crafted) - np.asarray(expected)) > 1e-5
   assert differs.mean() <= 2e-3, f"{differs.mean():.2%} of pixels differ"
@@ -184,7 +201,8 @@ def test_a_steps_passes_are_what_it_declares(name):
 
 
 @pytest.mark.parametrize("name", ["remove_retrain", "control", "fgsm_rs",
-                                  "pgd_at", "trades", "salun", "scrub"])
+                                  "nfgsm", "pgd_at", "trades", "salun",
+                                  "scrub"])
 def test_a_rounds_passes_are_counted_in_the_round_program(name):
   """One round of the loop, traced: selection pass, forget re-crafting,
   SalUn's mask gradient and every training step, as `round_passes` says.

@@ -1,0 +1,101 @@
+"""Robust accuracy against compute: every method of a comparison as a
+point, and the frontier of those no other point beats at equal or lower
+cost.
+
+Cost is what `methods.round_passes` counts: forward plus backward passes per
+training example over the method's rounds (attack generation included; the
+initial training every method shares is left out, so the initial models sit
+at 0). Robust accuracy is the report's per-example worst case over its
+attacks (AutoAttack among them), on the test examples every point was
+measured on (`reporting.common_examples`'s rule: a model measured on more
+examples is read over the first N the others had).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def per_seed_over_first(model: dict, n: int) -> list[dict]:
+  """A report model's per-seed accuracies over its first `n` test examples:
+  'accuracy' where it was measured on exactly `n`, else 'accuracy_first'."""
+  out = []
+  for seed in model["per_seed"]:
+    if seed.get("test_examples") == n:
+      out.append(seed["accuracy"])
+    elif seed.get("accuracy_first", {}).get("examples") == n:
+      out.append(seed["accuracy_first"])
+    else:
+      raise ValueError(f"{model['model']} has no accuracies over the first "
+                       f"{n} test examples")
+  return out
+
+
+def passes_per_example(entry: dict, n_train: int) -> float:
+  """Forward + backward passes per training example a comparison's method
+  entry spent in its rounds (mean over seeds)."""
+  passes = entry["passes"]
+  return (passes["rounds"]["mean"] + passes["rounds_forward"]["mean"]) / n_train
+
+
+def points(comparison: dict, report: dict) -> tuple[list[dict], int]:
+  """One point per model the report finished (the initial models at 0
+  passes), over the test examples all of them share; and that number."""
+  models = report["models"]
+  if not models:
+    raise ValueError("the report has no finished model yet")
+  n = min(seed.get("test_examples", 0) for m in models for seed in m["per_seed"])
+  n_train = comparison["setup"]["train_examples"]
+  entries = {e["method"]: e for e in comparison["methods"]}
+  out = []
+  for model in models:
+    name = model["model"]
+    if name == "initial":
+      passes, family, wall = 0.0, "initial", 0.0
+    elif name in entries:
+      entry = entries[name]
+      passes = passes_per_example(entry, n_train)
+      family = entry["family"]
+      wall = float(entry["wall_time_s"]["run"])
+    else:
+      continue  # A model the comparison does not hold (not a method).
+    seeds = per_seed_over_first(model, n)
+    robust = np.array([a["robust"] for a in seeds], float)
+    clean = np.array([a["clean"] for a in seeds], float)
+    out.append({"model": name, "family": family, "passes": passes,
+                "robust": float(robust.mean()),
+                "robust_std": float(robust.std(ddof=1)) if len(robust) > 1
+                else 0.0,
+                "robust_values": robust.tolist(),
+                "clean": float(clean.mean()), "seeds": len(seeds),
+                "wall_time_s": wall})
+  return out, n
+
+
+def frontier(pts: list[dict]) -> list[str]:
+  """Names of the points no other point dominates (as many or fewer passes
+  and at least the robust accuracy, better in one), cheapest first."""
+  def dominated(p):
+    return any(q["passes"] <= p["passes"] and q["robust"] >= p["robust"]
+               and (q["passes"] < p["passes"] or q["robust"] > p["robust"])
+               for q in pts)
+  return [p["model"] for p in sorted(pts, key=lambda p: p["passes"])
+          if not dominated(p)]
+
+
+def table(pts: list[dict], front: list[str], n: int) -> str:
+  """The points as markdown, cheapest first, the frontier marked."""
+  lines = [f"Robust accuracy (per-example worst case over the report's "
+           f"attacks, on the first {n} test examples every model was "
+           "measured on; mean ± std over seeds) against forward + backward "
+           "passes per training example in the method's rounds (the shared "
+           "initial training left out).", "",
+           "| model | family | passes | robust | clean | seeds | run s | "
+           "frontier |", "|---|---|---|---|---|---|---|---|"]
+  for p in sorted(pts, key=lambda p: (p["passes"], -p["robust"])):
+    lines.append(
+        f"| {p['model']} | {p['family']} | {p['passes']:.1f} | "
+        f"{p['robust']:.4f} ± {p['robust_std']:.4f} | {p['clean']:.4f} | "
+        f"{p['seeds']} | {p['wall_time_s']:.0f} | "
+        f"{'yes' if p['model'] in front else ''} |")
+  return "\n".join(lines) + "\n"

@@ -1,0 +1,97 @@
+"""The compute frontier: which points it keeps, which test examples it
+reads, and the entry point on a folder of the two JSON files."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, error_line
+from fgsm_jax import pareto
+
+
+def _point(name, passes, robust):
+  return {"model": name, "passes": passes, "robust": robust}
+
+
+def test_the_frontier_keeps_exactly_the_undominated_points():
+  pts = [_point("a", 0, 0.40), _point("b", 8, 0.89), _point("c", 10, 0.41),
+         _point("d", 12, 0.89), _point("e", 164, 0.92), _point("f", 170, 0.91),
+         _point("g", 8, 0.50)]
+  # c, f and g are beaten by a cheaper or equal point; d ties b's accuracy
+  # at a higher cost.
+  assert pareto.frontier(pts) == ["a", "b", "e"]
+  # Every point off the frontier has one on it at no more cost and no less
+  # accuracy; no frontier point has such a point off it.
+  front = set(pareto.frontier(pts))
+  for p in pts:
+    beaten = any(q["passes"] <= p["passes"] and q["robust"] >= p["robust"]
+                 and q is not p and (q["passes"], q["robust"])
+                 != (p["passes"], p["robust"]) for q in pts)
+    assert beaten == (p["model"] not in front)
+
+
+def _model(name, n, robust, first=None):
+  seed = {"test_examples": n, "accuracy": {"robust": robust, "clean": 0.99}}
+  if first is not None:
+    seed["accuracy_first"] = {"examples": first[0], "robust": first[1],
+                              "clean": 0.98}
+  return {"model": name, "per_seed": [seed, seed]}
+
+
+def _comparison(*methods):
+  def entry(name, family, backward, forward):
+    stat = lambda v: {"mean": v}
+    return {"method": name, "family": family, "wall_time_s": {"run": 1.0},
+            "passes": {"rounds": stat(backward), "rounds_forward": stat(forward)}}
+  return {"setup": {"train_examples": 100, "dataset": "mnist",
+                    "model": "lenet5", "epsilon": 0.1},
+          "methods": [entry(*m) for m in methods]}
+
+
+def test_a_model_measured_on_more_examples_is_read_over_the_common_first():
+  comparison = _comparison(("control", "control", 200, 300),
+                           ("pgd_at", "defense", 8200, 8200))
+  report = {"models": [_model("initial", 10000, 0.30, (1000, 0.42)),
+                       _model("control", 10000, 0.31, (1000, 0.44)),
+                       _model("pgd_at", 1000, 0.92)],
+            "models_planned": ["initial", "control", "pgd_at", "trades"]}
+  pts, n = pareto.points(comparison, report)
+  assert n == 1000
+  by = {p["model"]: p for p in pts}
+  assert by["initial"]["robust"] == pytest.approx(0.42)
+  assert by["control"]["robust"] == pytest.approx(0.44)
+  assert by["initial"]["passes"] == 0
+  assert by["control"]["passes"] == pytest.approx(5.0)
+  assert by["pgd_at"]["passes"] == pytest.approx(164.0)
+  assert pareto.frontier(pts) == ["initial", "control", "pgd_at"]
+
+
+def _run(*args):
+  return subprocess.run([sys.executable, "-m", "experiments.pareto", *args],
+                        cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def test_the_entry_point_writes_its_three_files(tmp_path):
+  comparison = _comparison(("control", "control", 200, 300),
+                           ("fgsm_rs", "defense", 400, 400))
+  report = {"models": [_model("control", 500, 0.45),
+                       _model("fgsm_rs", 500, 0.90)],
+            "models_planned": ["control", "fgsm_rs", "trades"]}
+  (tmp_path / "comparison.json").write_text(json.dumps(comparison))
+  (tmp_path / "report.json").write_text(json.dumps(report))
+  done = _run(f"--run_dir={tmp_path}")
+  assert done.returncode == 0, done.stderr[-2000:]
+  out = json.loads((tmp_path / "pareto.json").read_text())
+  assert out["frontier"] == ["control", "fgsm_rs"]
+  assert out["pending"] == ["trades"] and out["test_examples"] == 500
+  text = (tmp_path / "pareto.md").read_text()
+  assert "| fgsm_rs | defense | 8.0 | 0.9000" in text and "trades" in text
+  assert (tmp_path / "pareto.png").stat().st_size > 0
+
+
+def test_the_entry_point_refuses_a_folder_without_a_report(tmp_path):
+  (tmp_path / "comparison.json").write_text(json.dumps(_comparison()))
+  error_line(_run(f"--run_dir={tmp_path}"), 2, "report.json")
+  error_line(_run(), 2, "--run_dir")
