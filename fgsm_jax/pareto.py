@@ -7,7 +7,7 @@ training example over the method's rounds (attack generation included; the
 initial training every method shares is left out, so the initial models sit
 at 0). Robust accuracy is the report's per-example worst case over its
 attacks (AutoAttack among them), on the test examples every point was
-measured on (`reporting.common_examples`'s rule: a model measured on more
+measured on (`reporting.accuracies_over_first`: a model measured on more
 examples is read over the first N the others had).
 """
 
@@ -15,20 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def per_seed_over_first(model: dict, n: int) -> list[dict]:
-  """A report model's per-seed accuracies over its first `n` test examples:
-  'accuracy' where it was measured on exactly `n`, else 'accuracy_first'."""
-  out = []
-  for seed in model["per_seed"]:
-    if seed.get("test_examples") == n:
-      out.append(seed["accuracy"])
-    elif seed.get("accuracy_first", {}).get("examples") == n:
-      out.append(seed["accuracy_first"])
-    else:
-      raise ValueError(f"{model['model']} has no accuracies over the first "
-                       f"{n} test examples")
-  return out
+from fgsm_jax import reporting
 
 
 def passes_per_example(entry: dict, n_train: int) -> float:
@@ -59,7 +46,7 @@ def points(comparison: dict, report: dict) -> tuple[list[dict], int]:
       wall = float(entry["wall_time_s"]["run"])
     else:
       continue  # A model the comparison does not hold (not a method).
-    seeds = per_seed_over_first(model, n)
+    seeds = reporting.accuracies_over_first(model, n)
     robust = np.array([a["robust"] for a in seeds], float)
     clean = np.array([a["clean"] for a in seeds], float)
     out.append({"model": name, "family": family, "passes": passes,

@@ -341,24 +341,28 @@ def paired_rows(comparison, report=None, baseline="control") -> list[dict]:
   return rows
 
 
+def accuracies_over_first(model: dict, n: int) -> list[dict]:
+  """A report model's per-seed accuracies over its first `n` test examples:
+  each seed's 'accuracy' where it was measured on `n`, else its
+  'accuracy_first' (kept when it was measured on more)."""
+  out = []
+  for p in model["per_seed"]:
+    if p.get("test_examples", n) == n:
+      out.append(p["accuracy"])
+    elif p.get("accuracy_first", {}).get("examples") == n:
+      out.append(p["accuracy_first"])
+    else:
+      raise ValueError(f"{model['model']} has no accuracies over the first "
+                       f"{n} test examples")
+  return out
+
+
 def common_examples(a: dict, b: dict) -> tuple[list, list]:
-  """Two report models' per-seed accuracies over the same test examples:
-  each seed's 'accuracy', or, for the one measured on more examples, its
-  'accuracy_first' (the first N the other was measured on)."""
-  def per_seed(m, n):
-    out = []
-    for p in m["per_seed"]:
-      if p.get("test_examples", n) == n:
-        out.append(p["accuracy"])
-      elif p.get("accuracy_first", {}).get("examples") == n:
-        out.append(p["accuracy_first"])
-      else:
-        raise ValueError(f"{m['model']} has no accuracies over the first {n} "
-                         "test examples to pair with")
-    return out
+  """Two report models' per-seed accuracies over the same test examples
+  (`accuracies_over_first` of the fewer either was measured on)."""
   n = min(p.get("test_examples", 0) or 10**9
           for m in (a, b) for p in m["per_seed"])
-  return per_seed(a, n), per_seed(b, n)
+  return accuracies_over_first(a, n), accuracies_over_first(b, n)
 
 
 def paired_table(rows) -> str:
