@@ -54,6 +54,9 @@ HELP = {
     "validation_size": "hold out the last N training examples for the "
                        "stopping rule (0 = none: it reads the test set, as "
                        "the paper does)",
+    "overfit_check_size": "PGD-10 on the first N validation digits after "
+                          "every round, the catastrophic-overfitting check "
+                          "(0 = off)",
     "method": f"one of {', '.join(methods.METHODS)}",
     "forget_batch_size": "forget-set examples beside each retain minibatch",
     "neggrad_alpha": "neggrad_plus: weight of the retain CE",
@@ -66,6 +69,9 @@ HELP = {
     "scrub_max_epochs": "scrub: epochs with max steps",
     "fgsm_at_alpha": "fgsm_at: weight of the clean CE",
     "fgsm_rs_step": "fgsm_rs: step, in units of epsilon",
+    "nfgsm_noise": "nfgsm: noise magnitude, in units of epsilon",
+    "nfgsm_step": "nfgsm: step, in units of epsilon",
+    "gradalign_lambda": "gradalign: weight of the gradient-alignment term",
     "pgd_steps": "pgd_at, trades: attack steps in training",
     "pgd_step_size": "pgd_at, trades: attack step size",
     "trades_beta": "trades: weight of the KL term",
@@ -436,4 +442,6 @@ class ProgressPrinter:
             f"{mean('transfer_accuracy'):.4f}"
             + ("" if math.isnan(mean("val_fgsm_accuracy")) else
                f", validation FGSM {mean('val_fgsm_accuracy'):.4f}")
+            + ("" if math.isnan(mean("val_pgd_accuracy")) else
+               f", validation PGD-10 {mean('val_pgd_accuracy'):.4f}")
             + f", removed {mean('removed'):.0f}", flush=True)

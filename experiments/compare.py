@@ -23,6 +23,7 @@ comparison; other settings in the same folder are refused.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import platform
 import shutil
@@ -48,6 +49,13 @@ flags.DEFINE_list("methods", [m for m in methods.METHODS
 flags.DEFINE_string("output_dir", None,
                     "where comparison.json/.md go; default runs/compare-<time>")
 flags.DEFINE_bool("progress", True, "print per-epoch and per-round progress")
+flags.DEFINE_string("pretrained_from", None,
+                    "start every method from the initial models of another "
+                    "comparison's folder (its first --seeds seeds; its "
+                    "pretraining settings must equal these) instead of "
+                    "training them; methods of different recipes may then "
+                    "share this --output_dir, each entry keeping its own "
+                    "config")
 flags.DEFINE_bool("resume", False,
                   "go on with an interrupted comparison: the one in "
                   "--output_dir, else the newest runs/compare-* without a "
@@ -71,6 +79,10 @@ def method_entry(config, outcome, n_train, n_test, compile_s, run_s):
       "fgsm_accuracy": results.stat([f["fgsm_accuracy"] for f in final]),
       "fgsm_stale_accuracy": results.stat([f["transfer_accuracy"] for f in final]),
       "removed": results.stat([f["removed"] for f in final]),
+      # The catastrophic-overfitting check (validation PGD-10; None: off).
+      "val_pgd_accuracy": results.stat([f.get("val_pgd_accuracy")
+                                        for f in final]),
+      "overfitting_rounds": [r["overfitting_rounds"] for r in records],
       "rounds_completed": [r["rounds_completed"] for r in records],
       # Where the paper's rule (FGSM >= 0.9) would have stopped each seed,
       # read on the validation split when there is one.
@@ -130,7 +142,80 @@ def table_markdown(comparison) -> str:
         f"{acc('fgsm_stale_accuracy')} | {e['removed']['mean']:.0f} | "
         f"{e['passes']['rounds']['mean'] / n:.1f} | "
         f"{e['wall_time_s']['run']:.0f} |")
+  lines += ["", overfitting_sentence(entries)]
   return "\n".join(lines)
+
+
+def overfitting_sentence(entries) -> str:
+  """What the catastrophic-overfitting check found, method by method."""
+  checked = [e for e in entries if any(
+      row.get("val_pgd_accuracy") is not None
+      for r in e["per_seed"] for row in r["rounds"])]
+  if not checked:
+    return ("Catastrophic-overfitting check: not run (no validation split, "
+            "or --overfit_check_size=0).")
+  found = [f"{e['method']} seed {s + 1} round(s) "
+           f"{', '.join(map(str, rounds))}"
+           for e in checked
+           for s, rounds in enumerate(e.get("overfitting_rounds", []))
+           if rounds]
+  rule = (f"validation PGD-10 at least {results.OVERFIT_PGD_DROP:g} below "
+          "its best earlier round while validation FGSM stays within "
+          f"{results.OVERFIT_FGSM_SLACK:g} of its best")
+  return (f"Catastrophic-overfitting check ({rule}; {len(checked)} "
+          f"method(s) checked): "
+          + ("; ".join(found) if found else "no round flagged") + ".")
+
+
+def pretrained_from(source_dir, config, dataset, sizes, sharding_, progress):
+  """The initial models of the first `config.seeds` seeds of the comparison
+  in `source_dir` (restored, or rebuilt from its last epoch's checkpoint
+  with one evaluation pass and saved there), placed like `sharding_`. Its
+  pretraining settings (`config_lib.PRETRAINING_FIELDS`) and data sizes
+  must be this run's, and it must hold at least as many seeds."""
+  folder = os.path.join(source_dir, "checkpoints")
+  try:
+    with open(os.path.join(folder, "run.json")) as f:
+      source = config_lib.read_saved_run(json.load(f))
+  except (OSError, ValueError) as e:
+    common.fail(f"--pretrained_from={source_dir}: cannot read its "
+                f"checkpoints/run.json ({e})")
+  if "config" not in source:
+    common.fail(f"--pretrained_from={source_dir}: it holds no initial "
+                "models of its own")
+  theirs = source["config"]
+  differ = [f"{name} ({theirs.get(name)!r} there, {getattr(config, name)!r} "
+            "here)" for name in config_lib.PRETRAINING_FIELDS
+            if theirs.get(name) != getattr(config, name)]
+  differ += [f"{name} ({source.get(name)} there, {value} here)"
+             for name, value in sizes.items() if source.get(name) != value]
+  if differ:
+    common.fail(f"--pretrained_from={source_dir}: its initial models were "
+                f"trained otherwise: {'; '.join(differ)}")
+  if theirs["seeds"] < config.seeds:
+    common.fail(f"--pretrained_from={source_dir}: it has {theirs['seeds']} "
+                f"seed(s), fewer than --seeds={config.seeds}")
+  source_config = dataclasses.replace(config, seeds=theirs["seeds"])
+  mesh = sharding.seed_mesh(source_config.seeds)
+  keys, data, hp = sharding.place(
+      mesh, loop.seed_keys(source_config),
+      type(dataset)(*(np.asarray(a) for a in dataset)),
+      loop.hparams_from(source_config))
+  try:
+    saved = checkpoint.RunCheckpoints(folder, source,
+                                      config_lib.read_saved_run)
+  except checkpoint.CheckpointMismatch as e:
+    common.fail(str(e))
+  if not saved.has_pretrained() and saved.latest_epoch() != config.epochs:
+    common.fail(f"--pretrained_from={source_dir}: its initial training is "
+                f"not finished (epoch {saved.latest_epoch() or 0} of "
+                f"{config.epochs})")
+  pre, _, _, _ = runner.pretrain_saved(
+      source_config, keys, data, hp, saved,
+      common.ProgressPrinter(source_config.seeds, "initial: ", config.epochs)
+      if progress else None)
+  first = jax.tree.map(lambda x: x[:config.seeds], pre)
+  return jax.device_put(first, sharding_)
 
 
 def main(argv):
@@ -157,31 +242,49 @@ def main(argv):
             if FLAGS.progress else None)
 
   json_path = os.path.join(out_dir, "comparison.json")
+  sizes = {"train_examples": n_train,
+           "test_examples": int(dataset.test_labels.shape[0])}
+  if FLAGS.pretrained_from:
+    # This folder is identified by where its initial models come from, not
+    # by the recipe: each method entry keeps its own config.
+    identity = {"pretrained_from": os.path.abspath(FLAGS.pretrained_from),
+                "pretraining": config.pretraining_identity(),
+                "seeds": config.seeds, **sizes}
+  else:
+    identity = {"config": config.identity(), **sizes}
   try:
-    saved = checkpoint.RunCheckpoints(
-        os.path.join(out_dir, "checkpoints"),
-        {"config": config.identity(), "train_examples": n_train,
-         "test_examples": int(dataset.test_labels.shape[0])},
-        config_lib.read_saved_run)
+    saved = checkpoint.RunCheckpoints(os.path.join(out_dir, "checkpoints"),
+                                      identity, config_lib.read_saved_run)
   except checkpoint.CheckpointMismatch as e:
     common.fail(str(e))
-  resumed = saved.has_pretrained()
+  if FLAGS.pretrained_from:
+    resumed = os.path.exists(os.path.join(out_dir, "params-initial.msgpack"))
+  else:
+    resumed = saved.has_pretrained()
   if not resumed and FLAGS.output_dir is None:
     print(f"saving results in {out_dir} as each method ends; if the run "
           "stops, the same command with --resume goes on", flush=True)
   earlier = common.earlier_json(json_path) if resumed else {}
-  pre, compile_s, run_s, restored = runner.pretrain_saved(
-      config, keys, data, hp, saved, printer("initial: ", config.epochs))
-  if resumed:
-    pretrain_s = earlier.get("setup", {}).get("pretrain_wall_time_s")
-    print(f"resumed from {saved.directory}: the initial models were "
-          "restored, not trained again", flush=True)
+  if FLAGS.pretrained_from:
+    pre = pretrained_from(FLAGS.pretrained_from, config, dataset, sizes,
+                          keys.sharding, FLAGS.progress)
+    saved.write_identity()  # This folder holds no initial models of its own.
+    pretrain_s = None
+    print(f"the initial models of the first {config.seeds} seed(s) of "
+          f"{FLAGS.pretrained_from}, not trained here", flush=True)
   else:
-    pretrain_s = {"compile": compile_s, "run": run_s}
-    if restored:
-      print(f"resumed the initial training after epoch {restored} (from "
-            f"{saved.directory}); its wall time counts only the epochs run "
-            "here", flush=True)
+    pre, compile_s, run_s, restored = runner.pretrain_saved(
+        config, keys, data, hp, saved, printer("initial: ", config.epochs))
+    if resumed:
+      pretrain_s = earlier.get("setup", {}).get("pretrain_wall_time_s")
+      print(f"resumed from {saved.directory}: the initial models were "
+            "restored, not trained again", flush=True)
+    else:
+      pretrain_s = {"compile": compile_s, "run": run_s}
+      if restored:
+        print(f"resumed the initial training after epoch {restored} (from "
+              f"{saved.directory}); its wall time counts only the epochs "
+              "run here", flush=True)
   first = jax.device_get(pre.first)
   common.check_finite(
       [{"rounds": [{"round": 0, "clean_loss": float(loss)}]}
@@ -216,6 +319,8 @@ def main(argv):
           "pretrain_passes": methods.pretrain_passes(config, n_train),
           # Of the run that trained them (None: unknown).
           "pretrain_wall_time_s": pretrain_s,
+          # The folder whose initial models these are (None: trained here).
+          "pretrained_from": FLAGS.pretrained_from,
           "conv_impl_used": models.resolve_conv_impl(config.conv_impl),
           "versions": {"jax": jax.__version__,
                        "python": platform.python_version()},

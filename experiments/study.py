@@ -43,8 +43,13 @@ flags.DEFINE_list("methods", ["remove_retrain", "control",
 flags.DEFINE_bool("literal", False,
                   "the paper's rounds of 15 epochs, 3 of them, one seed, "
                   "instead of 5 rounds of 1 epoch")
-flags.DEFINE_integer("aa_examples", 500,
+flags.DEFINE_integer("aa_examples", 1000,
                      "test digits every model is attacked on (0 = all)")
+flags.DEFINE_integer("block_size", 250,
+                     "the report measures a seed in blocks of this many test "
+                     "digits, each kept as it ends (it must divide "
+                     "--aa_examples): an interrupted report loses at most a "
+                     "block")
 flags.DEFINE_list("whole_test_set_for", [],
                   "models attacked on all test digits, e.g. "
                   "initial,remove_retrain,control")
@@ -69,7 +74,7 @@ def commands(output_dir: str) -> list[tuple[str, list[str]]]:
       f"--data_source={FLAGS.data_source}"]
   report = [sys.executable, "-m", "experiments.report",
             f"--compare_dir={output_dir}", f"--subset_size={FLAGS.aa_examples}",
-            "--pgd_restarts=3"]
+            f"--block_size={FLAGS.block_size}", "--pgd_restarts=3"]
   if FLAGS.whole_test_set_for:
     report.append(f"--whole_test_set_for={','.join(FLAGS.whole_test_set_for)}")
   return [("compare.log", train + data), ("report.log", report + data)]
@@ -83,6 +88,8 @@ def main(argv):
     common.fail(f"--seeds must be >= 1, got {FLAGS.seeds}")
   if FLAGS.aa_examples < 0:
     common.fail(f"--aa_examples must be >= 0, got {FLAGS.aa_examples}")
+  if FLAGS.block_size < 0:
+    common.fail(f"--block_size must be >= 0, got {FLAGS.block_size}")
   output_dir = FLAGS.output_dir or os.path.join(
       "results", f"study-{FLAGS.dataset.replace('_', '-')}"
       + ("-literal" if FLAGS.literal else ""))

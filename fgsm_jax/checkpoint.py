@@ -15,6 +15,8 @@ import os
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 
 from fgsm_jax import results
@@ -55,6 +57,11 @@ class RunCheckpoints:
         options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
     self._pretrained = ocp.StandardCheckpointer()
 
+  def write_identity(self) -> None:
+    """Writes run.json (if it is not there yet): a folder that holds none
+    of the other checkpoints is still identified."""
+    self._write_identity()
+
   def _write_identity(self) -> None:
     path = os.path.join(self.directory, "run.json")
     if not os.path.exists(path):
@@ -74,7 +81,10 @@ class RunCheckpoints:
     self._pretrained.wait_until_finished()
 
   def restore_pretrained(self, like):
-    return self._pretrained.restore(self.pretrained_path, like)
+    return _restore_filling(
+        lambda target: self._pretrained.restore(self.pretrained_path,
+                                                target),
+        like, self.pretrained_path)
 
   def latest_epoch(self) -> int | None:
     return self._epochs.latest_step()
@@ -99,8 +109,50 @@ class RunCheckpoints:
     self._rounds.wait_until_finished()
 
   def restore_round(self, completed: int, like):
-    return self._rounds.restore(completed,
-                                args=ocp.args.StandardRestore(like))
+    return _restore_filling(
+        lambda target: self._rounds.restore(
+            completed, args=ocp.args.StandardRestore(target)),
+        like, os.path.join(self.directory, "rounds", str(completed)))
+
+
+def _leaf_name(path) -> str:
+  """A pytree key path as orbax names a saved leaf: 'history.removed'."""
+  return ".".join(str(getattr(k, "name", getattr(k, "key",
+                                                  getattr(k, "idx", k))))
+                  for k in path)
+
+
+def _restore_filling(restore, like, where: str):
+  """`restore(like)`; if the saved tree lacks leaves `like` has (metrics
+  added since it was saved), the saved leaves restored as they are and each
+  missing one filled with NaN (floats) or -1 (integers): not measured. A
+  saved leaf `like` lacks, or one of another shape, is an error."""
+  try:
+    return restore(like)
+  except ValueError as error:
+    mismatch = error
+  saved = {_leaf_name(p): v for p, v in
+           jax.tree_util.tree_flatten_with_path(restore(None))[0]}
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(like)
+  names = [_leaf_name(p) for p, _ in leaves]
+  extra = sorted(set(saved) - set(names))
+  if extra:
+    raise CheckpointMismatch(f"{where} holds leaves this version does not "
+                             f"have: {', '.join(extra)}")
+  if set(names) == set(saved):
+    raise mismatch  # Not a missing leaf: orbax's own error stands.
+  out = []
+  for name, (_, leaf) in zip(names, leaves):
+    if name not in saved:
+      fill = (np.nan if np.issubdtype(leaf.dtype, np.floating) else -1)
+      out.append(jnp.full(leaf.shape, fill, leaf.dtype))
+      continue
+    value = saved[name]
+    if tuple(value.shape) != tuple(leaf.shape):
+      raise CheckpointMismatch(f"{where}: {name} has shape {value.shape}, "
+                               f"this version {leaf.shape}")
+    out.append(jnp.asarray(value, leaf.dtype))
+  return jax.tree_util.tree_unflatten(treedef, out)
 
 
 def _differences(a: dict, b: dict, prefix: str = "") -> set[str]:

@@ -51,6 +51,13 @@ class Config:
   # of the test set (the paper stops on the test set, so its reported number
   # is the one that decided the stop). 0 = none, the paper's way.
   validation_size: int = 0
+  # The catastrophic-overfitting check (Wong et al. 2020: FGSM training's
+  # PGD accuracy collapsing within an epoch while its FGSM accuracy holds):
+  # after the initial training and every round, PGD-10 (step eps/4, one
+  # random start, Andriushchenko & Flammarion's evaluation during training)
+  # on the first N validation digits, beside the validation FGSM accuracy.
+  # 0 = off; nothing without a validation split.
+  overfit_check_size: int = 1000
   # What a round does (`methods.METHODS`); 'remove_retrain' is the paper's.
   method: str = "remove_retrain"
   # Method hyperparameters, each with its source. Forget batches are drawn
@@ -79,6 +86,13 @@ class Config:
   # step of eps, no projection onto the eps-ball.
   nfgsm_noise: float = 2.0
   nfgsm_step: float = 1.0
+  # GradAlign (Andriushchenko & Flammarion 2020, their train.py): FGSM from
+  # zero (--attack_init=zero; its --fgsm_alpha 1.25 is clipped to the ball,
+  # so a step of eps) plus lambda (1 - cos(grad at x, grad at x + U(-eps,
+  # eps))). Their scripts give lambda for CIFAR-10 and SVHN only; 0.2 is
+  # their CIFAR-10 command at eps 8/255 (README). For MNIST at eps 0.1 it
+  # is a value to tune on the validation split.
+  gradalign_lambda: float = 0.2
   # PGD training attack (pgd_at, trades): Madry et al. 2018's MNIST attack,
   # 40 steps of 0.01 (TRADES' MNIST code uses the same); random start.
   pgd_steps: int = 40
@@ -108,7 +122,8 @@ class Config:
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
     for name in ("retrain_epochs", "rounds", "train_size", "test_size", "seed",
-                 "scrub_max_epochs", "validation_size"):
+                 "scrub_max_epochs", "validation_size",
+                 "overfit_check_size"):
       if getattr(self, name) < 0:
         raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
     if not 0.0 <= self.target_accuracy <= 1.0:
@@ -135,7 +150,7 @@ class Config:
         raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
     for name in ("ascent_cap", "relabel_weight", "scrub_alpha", "scrub_gamma",
                  "scrub_temperature", "fgsm_rs_step", "nfgsm_noise",
-                 "nfgsm_step", "pgd_step_size",
+                 "nfgsm_step", "gradalign_lambda", "pgd_step_size",
                  "trades_beta"):
       value = getattr(self, name)
       if not (isinstance(value, (int, float)) and math.isfinite(value)
@@ -147,6 +162,10 @@ class Config:
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
 
+  def pretraining_identity(self) -> dict[str, Any]:
+    """The fields that decide the initial models (`PRETRAINING_FIELDS`)."""
+    return {k: getattr(self, k) for k in PRETRAINING_FIELDS}
+
   def identity(self) -> dict[str, Any]:
     """What a checkpoint folder must match to resume this run: every field
     but the execution fields."""
@@ -155,6 +174,14 @@ class Config:
 
 
 LR_SCHEDULES = ("constant", "cyclic")
+
+
+# The fields that decide a seed's initial models and their round-0
+# metrics: a comparison may start from another folder's initial models
+# (`experiments.compare --pretrained_from`) when these match.
+PRETRAINING_FIELDS = ("dataset", "model", "conv_impl", "epsilon", "seed",
+                      "epochs", "batch_size", "learning_rate", "train_size",
+                      "test_size", "validation_size", "overfit_check_size")
 
 
 # Fields that say how a run executes, not what it computes: left out of a
@@ -187,7 +214,7 @@ METHOD_HYPERPARAMETERS = (
     "forget_batch_size", "neggrad_alpha", "ascent_cap", "relabel_weight",
     "salun_sparsity", "scrub_alpha", "scrub_gamma", "scrub_temperature",
     "scrub_max_epochs", "fgsm_at_alpha", "fgsm_rs_step", "nfgsm_noise",
-    "nfgsm_step", "pgd_steps",
+    "nfgsm_step", "gradalign_lambda", "pgd_steps",
     "pgd_step_size", "trades_beta")
 VERDICT_FIELDS = ("equivalence_margin", "confidence")
 

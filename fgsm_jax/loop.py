@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import optax
 
 from fgsm_jax import (attacks, evaluation, losses, methods, models,
-                      training, unlearning)
+                      robustness, training, unlearning)
 from fgsm_jax.config import Config
 from fgsm_jax.data import Dataset
 
@@ -58,11 +58,16 @@ class RoundMetrics(evaluation.EvalMetrics):
   val_accuracy, val_fgsm_accuracy: clean and white-box FGSM accuracy on the
     validation split (NaN without one); the stopping rule reads the latter
     when there is one (`stop_accuracy`).
+  val_pgd_accuracy: PGD-10 accuracy on the first `overfit_check_size`
+    validation digits (NaN without a split, with the check off, or in a
+    round restored from a checkpoint saved before it existed): the
+    catastrophic-overfitting check (`results.catastrophic_overfitting`).
   """
   removed: jax.Array
   forget_loss: jax.Array
   val_accuracy: jax.Array
   val_fgsm_accuracy: jax.Array
+  val_pgd_accuracy: jax.Array
 
 
 @flax.struct.dataclass
@@ -102,21 +107,38 @@ def _report(progress: ProgressFn | None, kind: str, **values):
     jax.debug.callback(functools.partial(progress, kind), values)
 
 
+# The catastrophic-overfitting check's attack: PGD of this many steps of
+# eps / OVERFIT_CHECK_STEP_DIVISOR from one random start (Andriushchenko &
+# Flammarion's train.py evaluates during training with 10 steps of eps / 4).
+OVERFIT_CHECK_STEPS = 10
+OVERFIT_CHECK_STEP_DIVISOR = 4
+
+
 def _round_metrics(apply_fn, params, data, stale_adv, epsilon, chunk_size,
-                   removed, forget_loss):
+                   removed, forget_loss, check_size=0):
   """The test metrics (and, with `stale_adv=None`, the FGSM test images),
-  the validation split's, and the round's own fields."""
+  the validation split's (PGD on its first `check_size` digits), and the
+  round's own fields."""
   out = evaluation.evaluate(apply_fn, params, data.test_images,
                             data.test_labels, stale_adv, epsilon, chunk_size)
   test, adv = out if stale_adv is None else (out, None)
-  val_clean = val_fgsm = jnp.float32(jnp.nan)
+  val_clean = val_fgsm = val_pgd = jnp.float32(jnp.nan)
   if data.val_labels.shape[0]:  # Static: the split's size is a shape.
     val, _ = evaluation.evaluate(apply_fn, params, data.val_images,
                                  data.val_labels, None, epsilon, chunk_size)
     val_clean, val_fgsm = val.clean_accuracy, val.fgsm_accuracy
+    n = min(check_size, data.val_labels.shape[0])
+    if n:
+      # One fixed key: every round attacks a digit from the same start.
+      _, accuracy = robustness.pgd_restarts_correct(
+          apply_fn, params, data.val_images[:n], data.val_labels[:n],
+          epsilon, jax.random.key(0), steps=OVERFIT_CHECK_STEPS,
+          step_size=epsilon / OVERFIT_CHECK_STEP_DIVISOR, restarts=1,
+          chunk_size=chunk_size)
+      val_pgd = accuracy[0]
   metrics = RoundMetrics(**vars(test), removed=removed,
                          forget_loss=forget_loss, val_accuracy=val_clean,
-                         val_fgsm_accuracy=val_fgsm)
+                         val_fgsm_accuracy=val_fgsm, val_pgd_accuracy=val_pgd)
   return metrics, adv
 
 
@@ -207,7 +229,7 @@ def make_finish_pretrain(config: Config, progress: ProgressFn | None = None):
   def finish(state, data: Dataset, hp: HParams) -> Pretrained:
     first, stale_adv = _round_metrics(
         apply_fn, state.params, data, None, hp.epsilon, config.chunk_size,
-        jnp.int32(0), jnp.float32(jnp.nan))
+        jnp.int32(0), jnp.float32(jnp.nan), config.overfit_check_size)
     _report(progress, "round", round=0, metrics=first, active=True)
     return Pretrained(state, first, stale_adv)
 
@@ -361,7 +383,8 @@ def make_round(config: Config, progress: ProgressFn | None = None):
                           progress=progress)
     metrics, _ = _round_metrics(
         apply_fn, state.params, data, pre.stale_adv, hp.epsilon,
-        config.chunk_size, jnp.sum(removed_round > 0), forget_loss)
+        config.chunk_size, jnp.sum(removed_round > 0), forget_loss,
+        config.overfit_check_size)
     _report(progress, "round", round=round_index, metrics=metrics,
             active=active)
     history = jax.tree.map(lambda h, x: h.at[round_index].set(x),

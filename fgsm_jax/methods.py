@@ -64,7 +64,8 @@ class Method:
   """One method, as the pieces `unlearn_step` and the round loop use.
 
   loss: descended every step. craft: (params, retain, key, ctx) -> the
-  adversarial retain images the loss sees (computed outside the gradient).
+  adversarial retain images the loss sees, or a pytree of arrays holding
+  them (computed outside the gradient).
   ascent: (params, forget, key, ctx) -> scalar ascended on the forget batch
   before the descent, in the first `ascent_epochs` epochs of a round.
   Passes per example and step (forward, backward), for cost accounting:
@@ -99,6 +100,22 @@ def _distill_kl(teacher_logits, student_logits, temperature):
   """Hinton's KD term as SCRUB uses it: T^2 KL(p_teacher/T || p_student/T)."""
   return temperature ** 2 * attacks.kl_divergence(
       teacher_logits / temperature, student_logits / temperature)
+
+
+def _gradient_cosine(a: jax.Array, b: jax.Array):
+  """Per example, cos(a, b) of two [B, ...] gradients, and 1.0 where both
+  norms are > 0 (else 0.0, and cos 0: the pair is left out). Safe to
+  differentiate at a zero gradient."""
+  def unit(g):
+    g = g.reshape(g.shape[0], -1)
+    squared = jnp.sum(g * g, axis=1)
+    positive = squared > 0
+    norm = jnp.sqrt(jnp.where(positive, squared, 1.0))
+    return g / norm[:, None], positive
+  ua, pa = unit(a)
+  ub, pb = unit(b)
+  both = jnp.logical_and(pa, pb)
+  return jnp.where(both, jnp.sum(ua * ub, axis=1), 0.0), both.astype(a.dtype)
 
 
 def make_method(name: str, config: Any, apply_fn: ApplyFn) -> Method:
@@ -192,6 +209,30 @@ def make_method(name: str, config: Any, apply_fn: ApplyFn) -> Method:
                                 noise=c.nfgsm_noise, step=c.nfgsm_step)
     return Method(name, "defense", adv_ce, craft=craft, retain_passes=(2, 2))
 
+  if name == "gradalign":
+    def craft(params, retain, key, ctx):
+      # FGSM from zero, and the two points the regularizer compares: the
+      # clean input gradient (fixed, as in the authors' code) and a point
+      # of the ball (not clipped to [0, 1], as theirs).
+      grad, _ = attacks.input_gradient(inference, params, retain.images,
+                                       retain.labels)
+      noise = jax.random.uniform(key, retain.images.shape,
+                                 retain.images.dtype, -ctx.epsilon,
+                                 ctx.epsilon)
+      return {"adv": attacks.fgsm_step(retain.images, grad, ctx.epsilon),
+              "clean_grad": grad, "noisy": retain.images + noise}
+
+    def loss(params, retain, forget, adv, key, ctx):
+      noisy_grad, _ = attacks.input_gradient(inference, params, adv["noisy"],
+                                             retain.labels)
+      cos, nonzero = _gradient_cosine(adv["clean_grad"], noisy_grad)
+      weights = retain.weights * nonzero
+      alignment = jnp.where(jnp.sum(weights) > 0,
+                            losses.weighted_mean(cos, weights), 1.0)
+      return (adv_ce(params, retain, forget, adv["adv"], key, ctx)
+              + c.gradalign_lambda * (1.0 - alignment))
+    return Method(name, "defense", loss, craft=craft, retain_passes=(4, 4))
+
   if name == "pgd_at":
     def craft(params, retain, key, ctx):
       return attacks.pgd(inference, params, retain.images, retain.labels,
@@ -241,6 +282,9 @@ METHODS = {
     "fgsm_rs": "FGSM from a random start, step 1.25 eps (Wong et al. 2020)",
     "nfgsm": "FGSM from noise U(-2 eps, 2 eps), step eps, not projected "
              "onto the eps-ball (N-FGSM, de Jorge et al. 2022)",
+    "gradalign": "FGSM training plus a penalty on the misalignment of the "
+                 "input gradients at x and at a random point of the "
+                 "eps-ball (GradAlign, Andriushchenko & Flammarion 2020)",
     "pgd_at": "PGD adversarial training with random start (Madry et al. 2018)",
     "trades": "clean CE + beta KL(clean || adversarial) (Zhang et al. 2019)",
     "remove_test_indices": "the paper's Figs. 8-9 as written: the *test* "

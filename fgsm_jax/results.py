@@ -24,7 +24,7 @@ PAPER_TABLE1 = {
 
 METRICS = ("clean_accuracy", "clean_loss", "fgsm_accuracy", "fgsm_loss",
            "transfer_accuracy", "transfer_loss", "removed", "forget_loss",
-           "val_accuracy", "val_fgsm_accuracy")
+           "val_accuracy", "val_fgsm_accuracy", "val_pgd_accuracy")
 
 
 def _clean(value):
@@ -48,8 +48,35 @@ def per_seed_records(result) -> list[dict[str, Any]]:
         "rounds_completed": int(rounds),
         "reached_target": bool(np.asarray(result.reached_target)[s]),
         "rounds": rows,
+        "overfitting_rounds": catastrophic_overfitting(rows),
     })
   return records
+
+
+# The catastrophic-overfitting rule (ours; Wong et al. 2020 describe PGD
+# accuracy falling to near 0 within an epoch while FGSM accuracy holds or
+# rises): a round whose validation PGD accuracy is at least OVERFIT_PGD_DROP
+# below its best at an earlier round while its validation FGSM accuracy is
+# no more than OVERFIT_FGSM_SLACK below its own best earlier value.
+OVERFIT_PGD_DROP = 0.2
+OVERFIT_FGSM_SLACK = 0.05
+
+
+def catastrophic_overfitting(rows: list[dict[str, Any]]) -> list[int]:
+  """The rounds of one seed's rows (`per_seed_records`) the rule flags;
+  rows without the check (val_pgd_accuracy None) neither count nor get
+  flagged."""
+  flagged, best_pgd, best_fgsm = [], None, None
+  for row in rows:
+    pgd, fgsm = row.get("val_pgd_accuracy"), row.get("val_fgsm_accuracy")
+    if pgd is None or fgsm is None:
+      continue
+    if (best_pgd is not None and pgd <= best_pgd - OVERFIT_PGD_DROP
+        and fgsm >= best_fgsm - OVERFIT_FGSM_SLACK):
+      flagged.append(row["round"])
+    best_pgd = pgd if best_pgd is None else max(best_pgd, pgd)
+    best_fgsm = fgsm if best_fgsm is None else max(best_fgsm, fgsm)
+  return flagged
 
 
 def stat(values) -> dict[str, Any]:
@@ -231,6 +258,8 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
   summary["rounds_completed"] = stat([r["rounds_completed"] for r in records])
   summary["removed"] = stat([r["rounds"][-1]["removed"] for r in records])
   summary["reached_target"] = [r["reached_target"] for r in records]
+  summary["overfitting_rounds"] = [r.get("overfitting_rounds", [])
+                                   for r in records]
   summary["seeds"] = len(records)
   return summary
 

@@ -248,3 +248,52 @@ def test_an_earlier_versions_run_json_is_read_as_this_version_writes_it(
     with pytest.raises(checkpoint.CheckpointMismatch, match=name):
       checkpoint.RunCheckpoints(folder_with({**config.to_dict(), **changed}),
                                 identity, config_lib.read_saved_run)
+
+
+def test_a_saved_state_without_a_metric_added_since_restores_it_as_nan(
+    tmp_path):
+  """Rounds and pretrained models saved before a metric was added restore
+  under this version: every saved leaf as saved, the new one NaN (-1 for
+  integers); a saved leaf this version does not have is refused."""
+  import flax.struct
+  import jax.numpy as jnp
+  import numpy as np
+  from fgsm_jax import checkpoint
+
+  @flax.struct.dataclass
+  class Before:
+    accuracy: object
+    removed: object
+
+  @flax.struct.dataclass
+  class After:
+    accuracy: object
+    removed: object
+    new_accuracy: object
+    new_count: object
+
+  saved = {"params": {"w": jnp.arange(6.0).reshape(2, 3)},
+           "history": Before(jnp.array([0.5, 0.75]), jnp.array([0, 7]))}
+  like = checkpoint.abstract(
+      {"params": {"w": jnp.zeros((2, 3))},
+       "history": After(jnp.zeros(2), jnp.zeros(2, jnp.int32),
+                        jnp.zeros(2), jnp.zeros(2, jnp.int32))})
+  folder = checkpoint.RunCheckpoints(str(tmp_path / "run"), {"run": 1})
+  folder.save_round(2, saved)
+  folder.save_pretrained(saved)
+  for restored in (folder.restore_round(2, like),
+                   folder.restore_pretrained(like)):
+    np.testing.assert_array_equal(restored["params"]["w"],
+                                  saved["params"]["w"])
+    np.testing.assert_array_equal(restored["history"].accuracy, [0.5, 0.75])
+    np.testing.assert_array_equal(restored["history"].removed, [0, 7])
+    assert np.isnan(np.asarray(restored["history"].new_accuracy)).all()
+    np.testing.assert_array_equal(restored["history"].new_count, [-1, -1])
+    assert restored["history"].new_count.dtype == jnp.int32
+  # The same tree restores as saved; a tree lacking a saved leaf does not.
+  same = folder.restore_round(2, checkpoint.abstract(saved))
+  np.testing.assert_array_equal(same["history"].removed, [0, 7])
+  fewer = checkpoint.abstract({"params": {"w": jnp.zeros((2, 3))},
+                               "history": {"accuracy": jnp.zeros(2)}})
+  with pytest.raises(checkpoint.CheckpointMismatch, match="history.removed"):
+    folder.restore_round(2, fewer)

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -332,7 +333,8 @@ def test_the_study_is_compare_then_report_on_the_study_preset(tmp_path):
           in compare_line)
   assert "--seeds" not in compare_line  # The preset's five.
   assert report_line.startswith(
-      f"-m experiments.report --compare_dir={out} --subset_size=500 ")
+      f"-m experiments.report --compare_dir={out} --subset_size=1000 "
+      "--block_size=250 ")
   assert not out.exists()  # A dry run writes nothing.
   literal = run_module("experiments.study", "--dry_run", "--literal")
   assert ("--seeds=1 --retrain_epochs=15 --rounds=3"
@@ -350,3 +352,45 @@ def test_the_study_is_compare_then_report_on_the_study_preset(tmp_path):
   assert setup["preset"] == "study"
   assert setup["validation_examples"] == 128
   assert setup["stopping_rule"]["split"] == "validation"
+
+
+def test_a_comparison_from_another_folders_initial_models(compared,
+                                                          tmp_path):
+  """--pretrained_from: the first seed of the fixture's two, not trained
+  again: the same initial models and round-0 figures; a second recipe
+  (another rounds count) joins the same folder, each entry with its own
+  config; other pretraining settings, or more seeds than the source has,
+  are refused in one line."""
+  from fgsm_jax import results
+  source = compared[0]
+  out = tmp_path / "frontier"
+  common = ["--preset=smoke", "--train_size=512", "--test_size=256",
+            f"--data_dir={mnist_dir()}", f"--pretrained_from={source}",
+            f"--output_dir={out}"]
+  first = run_compare(*common, "--seeds=1", "--rounds=1",
+                      "--methods=fgsm_rs")
+  assert first.returncode == 0, first.stderr[-3000:]
+  assert "initial: round 0 epoch" not in first.stdout  # Nothing trained.
+  theirs = json.loads((source / "comparison.json").read_text())["setup"]
+  ours = json.loads((out / "comparison.json").read_text())
+  assert ours["setup"]["pretrained_from"] == str(source)
+  for metric in ("clean_accuracy", "fgsm_accuracy"):
+    assert (ours["setup"]["initial"][metric]["values"]
+            == theirs["initial"][metric]["values"][:1])
+  mine = results.read_params(str(out / "params-initial.msgpack"))
+  source_params = results.read_params(str(source / "params-initial.msgpack"))
+  for a, b in zip(jax.tree.leaves(mine), jax.tree.leaves(source_params)):
+    np.testing.assert_array_equal(a[0], b[0])
+  second = run_compare(*common, "--seeds=1", "--rounds=2",
+                       "--methods=control")
+  assert second.returncode == 0, second.stderr[-3000:]
+  entries = {e["method"]: e for e in json.loads(
+      (out / "comparison.json").read_text())["methods"]}
+  assert entries["fgsm_rs"]["config"]["rounds"] == 1
+  assert entries["control"]["config"]["rounds"] == 2
+  error_line(run_compare(*common, "--seeds=3", "--methods=control",
+                         f"--output_dir={tmp_path}/more"),
+             2, "it has 2 seed(s), fewer than --seeds=3")
+  error_line(run_compare(*common, "--seeds=1", "--epochs=2",
+                         "--methods=control", f"--output_dir={tmp_path}/x"),
+             2, "trained otherwise: epochs (1 there, 2 here)")

@@ -9,6 +9,7 @@ import optax
 import pytest
 
 from fgsm_jax import attacks, config as config_lib, loop, losses, models
+from fgsm_jax import results
 from fgsm_jax import data as data_lib
 
 CONFIG = config_lib.get_config(
@@ -184,7 +185,8 @@ def held_out(small_mnist):
   pretrained model on the rest, and one round of the paper's method that
   never stops (target above 1)."""
   data = jax.device_put(data_lib.hold_out(small_mnist, 256))
-  config = dataclasses.replace(CONFIG, seeds=1, validation_size=256)
+  config = dataclasses.replace(CONFIG, seeds=1, validation_size=256,
+                               overfit_check_size=200)
   hp = loop.hparams_from(config).replace(target_accuracy=jnp.float32(1.1))
   key = loop.seed_keys(config)[0]
   pre = jax.jit(loop.make_pretrain(config))(key, data, hp)
@@ -215,10 +217,59 @@ def test_validation_metrics_are_the_held_out_examples(held_out):
   assert not np.isnan(float(pre.first.val_fgsm_accuracy))
 
 
+def test_the_overfitting_check_is_pgd_on_the_first_validation_digits(
+    held_out):
+  """val_pgd_accuracy after the initial training and after a round: PGD
+  of 10 steps of eps / 4 from one uniform start per digit (digit j's from
+  fold_in(fold_in(key 0, restart 0), j)) on the first 200 held-out digits,
+  written out here."""
+  config, data, hp, key, pre, one_round, state = held_out
+  apply_fn = models.make_apply(config.model)
+  x, y = data.val_images[:200], data.val_labels[:200]
+  eps = config.epsilon
+  starts = jax.vmap(lambda j: jax.random.uniform(
+      jax.random.fold_in(jax.random.fold_in(jax.random.key(0), 0), j),
+      x.shape[1:], x.dtype, -eps, eps))(jnp.arange(200))
+  for params, metrics in ((pre.train.params, pre.first),
+                          (state.train.params,
+                           jax.tree.map(lambda h: h[1], state.history))):
+    def total(z):
+      logits = apply_fn(params, z)
+      return -jnp.sum(jax.nn.log_softmax(logits)[jnp.arange(200), y])
+    z = jnp.clip(x + starts, 0.0, 1.0)
+    for _ in range(10):
+      z = z + eps / 4 * jnp.sign(jax.grad(total)(z))
+      z = jnp.clip(jnp.clip(z, x - eps, x + eps), 0.0, 1.0)
+    right = jnp.logical_and(jnp.argmax(apply_fn(params, x), -1) == y,
+                            jnp.argmax(apply_fn(params, z), -1) == y)
+    pgd = float(jnp.mean(right))
+    assert abs(float(metrics.val_pgd_accuracy) - pgd) <= 2 / 200
+    assert float(metrics.val_pgd_accuracy) < float(metrics.val_fgsm_accuracy) + 0.02
+
+
+def test_the_overfitting_rule_flags_pgd_collapsing_while_fgsm_holds():
+  rows = lambda pairs: [{"round": r, "val_pgd_accuracy": p,
+                         "val_fgsm_accuracy": f}
+                        for r, (p, f) in enumerate(pairs)]
+  # Round 3: PGD 0.7 -> 0.1 while FGSM rises: flagged (and round 4 too,
+  # still far below the best).
+  assert results.catastrophic_overfitting(rows(
+      [(0.6, 0.8), (0.7, 0.85), (0.65, 0.86), (0.1, 0.95), (0.3, 0.9)])) == [3, 4]
+  # A fall of both (a model getting worse, not the FGSM-PGD gap): none.
+  assert results.catastrophic_overfitting(rows(
+      [(0.7, 0.9), (0.4, 0.6)])) == []
+  # A fall of less than 0.2: none; rows without the check are skipped.
+  assert results.catastrophic_overfitting(rows(
+      [(0.7, 0.9), (None, 0.9), (0.55, 0.9)])) == []
+  assert results.catastrophic_overfitting(rows(
+      [(None, None), (0.9, 0.9), (0.69, 0.9)])) == [2]
+
+
 def test_without_a_validation_split_its_fields_are_nan(one_seed):
   pre = one_seed[3]
   assert np.isnan(float(pre.first.val_accuracy))
   assert np.isnan(float(pre.first.val_fgsm_accuracy))
+  assert np.isnan(float(pre.first.val_pgd_accuracy))
 
 
 def test_the_stopping_rule_reads_the_validation_split(held_out):

@@ -74,6 +74,28 @@ class ModelsTest(parameterized.TestCase):
       b = fn(params, "xla")
       chex.assert_trees_all_close(a, b, rtol=2e-3, atol=2e-5)
 
+  @parameterized.named_parameters(("lenet", "lenet"), ("lenet5", "lenet5"))
+  def test_impls_agree_on_the_weight_gradient_of_an_input_gradient(self,
+                                                                   name):
+    """What GradAlign differentiates (double backprop): through the
+    hand-written VJPs of the shifted-matmul convolution and the max pool
+    as through XLA's own convolution."""
+    x = jax.random.uniform(jax.random.key(1), (6, 28, 28, 1))
+    v = jax.random.normal(jax.random.key(2), x.shape)
+    y = jnp.arange(6) % 10
+    params = models.init_params(jax.random.key(0), name)
+
+    def alignment(p, impl):
+      def loss(z):
+        logits = models.lenet_apply(p, z, model=name, conv_impl=impl)
+        return -jnp.sum(jax.nn.log_softmax(logits)[jnp.arange(6), y])
+      return jnp.sum(jax.grad(loss)(x) * v)
+
+    a = jax.grad(alignment)(params, "shifted_matmul")
+    b = jax.grad(alignment)(params, "xla")
+    chex.assert_trees_all_close(a, b, rtol=2e-3, atol=2e-5)
+    self.assertGreater(float(jnp.abs(b["Conv3x3_0"]["kernel"]).max()), 1e-4)
+
   def test_forward_conv_impl(self):
     for model in models.MODELS:
       for impl in ("shifted_matmul", "xla"):

@@ -70,6 +70,29 @@ def _recipe(name, params, retain, key, eps):
     g = _input_gradient_reference(params, ce, x + eta)
     delta = jnp.clip(x + eta + eps * jnp.sign(g), 0.0, 1.0) - x
     return x + delta, lambda p, a: _weighted(ce(APPLY(p, a)), w)
+  if name == "gradalign":
+    # Andriushchenko & Flammarion's train.py (--attack=fgsm
+    # --attack_init=zero): delta = clamp(0 + 1.25 eps sign(g1), -eps, eps),
+    # x + delta clamped to [0, 1]; loss = CE(x + delta) + lambda (1 - mean
+    # cos(g1, g2)), g1 the input gradient at x (detached), g2 at x + eta,
+    # eta = U(-eps, eps) not clamped to [0, 1], differentiated through; the
+    # mean over the pairs whose two norms are > 0.
+    g1 = _input_gradient_reference(params, ce, x)
+    delta = jnp.clip(1.25 * eps * jnp.sign(g1), -eps, eps)
+    adv = jnp.clip(x + delta, 0.0, 1.0)
+    noisy = x + jax.random.uniform(key, x.shape, x.dtype, -eps, eps)
+
+    def loss(p, a):
+      g2 = _input_gradient_reference(p, ce, noisy)
+      flat1, flat2 = g1.reshape(len(x), -1), g2.reshape(len(x), -1)
+      n1 = jnp.linalg.norm(flat1, axis=1)
+      n2 = jnp.linalg.norm(flat2, axis=1)
+      keep = np.asarray((n1 > 0) & (n2 > 0) & (w > 0))
+      cos = (jnp.sum(flat1[keep] * flat2[keep], axis=1)
+             / (n1[keep] * n2[keep]))
+      return (_weighted(ce(APPLY(p, a)), w)
+              + CONFIG.gradalign_lambda * (1.0 - jnp.mean(cos)))
+    return adv, loss
   if name == "pgd_at":
     adv = _pgd_reference(params, x, ce, uniform, CONFIG.pgd_steps,
                          CONFIG.pgd_step_size, eps)
@@ -86,13 +109,14 @@ def _recipe(name, params, retain, key, eps):
   return adv, loss
 
 
-DEFENSES = ["fgsm_at", "fgsm_rs", "nfgsm", "pgd_at", "trades"]
+DEFENSES = ["fgsm_at", "fgsm_rs", "nfgsm", "gradalign", "pgd_at", "trades"]
 
 
 def test_the_defenses_defaults_are_the_published_ones():
   c = config_lib.Config()
   assert (c.fgsm_at_alpha, c.fgsm_rs_step) == (0.5, 1.25)
   assert (c.nfgsm_noise, c.nfgsm_step) == (2.0, 1.0)
+  assert c.gradalign_lambda == 0.2
   assert (c.pgd_steps, c.pgd_step_size, c.trades_beta) == (40, 0.01, 6.0)
 
 
@@ -109,6 +133,14 @@ def test_each_defense_follows_its_published_recipe(name):
   attack_key = jax.random.fold_in(key, 3)
   crafted = method.craft(state.params, retain, attack_key, ctx)
   expected, loss = _recipe(name, state.params, retain, attack_key, eps)
+  # GradAlign's craft also hands its loss the two gradients' points.
+  pieces = crafted if isinstance(crafted, dict) else None
+  with_images = lambda a: a if pieces is None else {**pieces, "adv": a}
+  if name == "gradalign":
+    noise = np.asarray(crafted["noisy"] - retain.images)
+    assert np.abs(noise).max() <= eps + 1e-6
+    assert float(crafted["noisy"].min()) < 0.0  # Not clipped to [0, 1].
+    crafted = crafted["adv"]
   # The crafted images: within the ball and [0, 1], and the recipe's pixel
   # for pixel but where a near-zero gradient's sign rounds either way (none
   # here on the machine this was written on; 0.2% = 50 pixels of slack).
@@ -130,7 +162,7 @@ def test_each_defense_follows_its_published_recipe(name):
   sharp["Dense_2"] = jax.tree.map(lambda x: 30.0 * x, sharp["Dense_2"])
   for params, images in ((state.params, crafted), (sharp, 1.0 - retain.images)):
     np.testing.assert_allclose(
-        method.loss(params, retain, forget, images, key, ctx),
+        method.loss(params, retain, forget, with_images(images), key, ctx),
         loss(params, images), rtol=1e-5)
   grads, _ = _gradient_of_step(method, state, retain, forget, key, ctx)
   reference = jax.grad(loss)(state.params, crafted)
