@@ -348,9 +348,21 @@ def test_the_study_is_compare_then_report_on_the_study_preset(tmp_path):
                     "--validation_size=128", "--test_size=128", "--epochs=1",
                     "--rounds=1", "--seeds=2")
   assert ran.returncode == 0, ran.stderr[-3000:]
-  setup = json.loads((out / "comparison.json").read_text())["setup"]
+  comparison = json.loads((out / "comparison.json").read_text())
+  setup = comparison["setup"]
   assert setup["preset"] == "study"
   assert setup["validation_examples"] == 128
+  # The validation split's figures (what tuning reads) and the
+  # catastrophic-overfitting check, per method, in JSON and in the table.
+  table = (out / "comparison.md").read_text()
+  assert "On the validation split" in table
+  assert "method(s) checked" in table
+  for entry in comparison["methods"]:
+    for key in ("val_accuracy", "val_fgsm_accuracy", "val_pgd_accuracy"):
+      assert 0.0 <= entry[key]["mean"] <= 1.0, (entry["method"], key)
+    assert entry["val_pgd_accuracy"]["mean"] <= (
+        entry["val_fgsm_accuracy"]["mean"] + 0.05)
+    assert len(entry["overfitting_rounds"]) == 2  # One list per seed.
   assert setup["stopping_rule"]["split"] == "validation"
 
 
