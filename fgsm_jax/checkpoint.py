@@ -58,11 +58,8 @@ class RunCheckpoints:
     self._pretrained = ocp.StandardCheckpointer()
 
   def write_identity(self) -> None:
-    """Writes run.json (if it is not there yet): a folder that holds none
-    of the other checkpoints is still identified."""
-    self._write_identity()
-
-  def _write_identity(self) -> None:
+    """Writes run.json (if it is not there yet): also a folder that holds
+    none of the other checkpoints is identified."""
     path = os.path.join(self.directory, "run.json")
     if not os.path.exists(path):
       results.write_json_atomic(path, self.identity)
@@ -76,7 +73,7 @@ class RunCheckpoints:
 
   def save_pretrained(self, tree) -> None:
     os.makedirs(self.directory, exist_ok=True)
-    self._write_identity()
+    self.write_identity()
     self._pretrained.save(self.pretrained_path, tree)
     self._pretrained.wait_until_finished()
 
@@ -91,7 +88,7 @@ class RunCheckpoints:
 
   def save_epoch(self, completed: int, tree) -> None:
     os.makedirs(self.directory, exist_ok=True)
-    self._write_identity()
+    self.write_identity()
     self._epochs.save(completed, args=ocp.args.StandardSave(tree))
     self._epochs.wait_until_finished()
 
@@ -104,7 +101,7 @@ class RunCheckpoints:
 
   def save_round(self, completed: int, tree) -> None:
     os.makedirs(self.directory, exist_ok=True)
-    self._write_identity()  # A folder of rounds alone (no pretrained/).
+    self.write_identity()  # A folder of rounds alone (no pretrained/).
     self._rounds.save(completed, args=ocp.args.StandardSave(tree))
     self._rounds.wait_until_finished()
 
