@@ -32,6 +32,8 @@ HELP = {
     "dataset": "mnist (the paper's; bundled) or fashion_mnist (see "
                "--data_dir)",
     "epsilon": "FGSM L-inf radius in [0, 1]",
+    "train_epsilon": "the radius the defenses train at (0 = --epsilon); "
+                     "selection and evaluation keep --epsilon",
     "model": "lenet (paper Fig. 3) or lenet5 (Fig. 4)",
     "conv_impl": "auto, shifted_matmul or xla",
     "seeds": "independent runs, vmapped",

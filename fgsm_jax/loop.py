@@ -39,14 +39,16 @@ ProgressFn = Callable[[str, dict], Any]
 @flax.struct.dataclass
 class HParams:
   """Numbers that change results but not shapes: traced, so no recompile."""
-  epsilon: jax.Array
+  epsilon: jax.Array          # Selection, evaluation, the stopping rule.
   learning_rate: jax.Array
   target_accuracy: jax.Array
+  train_epsilon: jax.Array    # The defenses' training attacks.
 
 
 def hparams_from(config: Config) -> HParams:
   return HParams(jnp.float32(config.epsilon), jnp.float32(config.learning_rate),
-                 jnp.float32(config.target_accuracy))
+                 jnp.float32(config.target_accuracy),
+                 jnp.float32(config.defense_epsilon))
 
 
 @flax.struct.dataclass
@@ -353,7 +355,8 @@ def make_round(config: Config, progress: ProgressFn | None = None):
     mask = (methods.saliency_mask(apply_fn, state.params, forget,
                                   method.saliency_sparsity)
             if method.saliency_sparsity is not None else None)
-    ctx = methods.RoundContext(state.params, mask, jnp.int32(0), hp.epsilon)
+    ctx = methods.RoundContext(state.params, mask, jnp.int32(0),
+                               hp.train_epsilon)
 
     def make_step(epoch):
       def step_fn(state, images, labels, weights, key):

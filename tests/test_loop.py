@@ -97,7 +97,8 @@ def test_finished_seeds_stop_and_freeze(data):
   run = loop.make_unlearn(CONFIG)
   hp = loop.hparams_from(CONFIG)
   hp = hp.replace(target_accuracy=jnp.array([0.0, 1.1]))
-  hp_axes = loop.HParams(epsilon=None, learning_rate=None, target_accuracy=0)
+  hp_axes = loop.HParams(epsilon=None, learning_rate=None, target_accuracy=0,
+                         train_epsilon=None)
   out = jax.device_get(jax.jit(jax.vmap(run, in_axes=(0, None, hp_axes)))(
       loop.seed_keys(CONFIG), data, hp))
   np.testing.assert_array_equal(out.rounds_completed, [0, 2])
@@ -295,7 +296,8 @@ def test_the_stopping_rule_reads_the_validation_split(held_out):
 def paired_program():
   """The method and its control as one program (`experiments.unlearn`'s
   default), targets per seed."""
-  hp_axes = loop.HParams(epsilon=None, learning_rate=None, target_accuracy=0)
+  hp_axes = loop.HParams(epsilon=None, learning_rate=None, target_accuracy=0,
+                         train_epsilon=None)
   return jax.jit(jax.vmap(loop.make_paired_unlearn(CONFIG),
                           in_axes=(0, None, hp_axes)))
 
@@ -431,3 +433,37 @@ def test_the_cyclic_schedule_sets_every_rounds_step(data, one_seed, method):
             jax.tree.leaves(jax.device_get(pre.train.params))))
   assert moved["cyclic"] < 1e-20
   assert moved["constant"] > 1e-4
+
+
+def test_defenses_train_at_train_epsilon_and_are_measured_at_epsilon(
+    data, one_seed):
+  """One program (the radii are traced): FGSM-RS rounds with epsilon 0.1
+  and train_epsilon 0.3 train exactly as rounds at epsilon 0.3 do, differ
+  from rounds trained at 0.1, and their round metrics are the test set's at
+  0.1 (what the evaluation of the final model at 0.1 gives)."""
+  from fgsm_jax import evaluation
+  config, hp, key, pre = one_seed
+  config = dataclasses.replace(config, method="fgsm_rs", epsilon=0.1)
+  assert float(loop.hparams_from(config).train_epsilon) == pytest.approx(0.1)
+  assert float(loop.hparams_from(dataclasses.replace(
+      config, train_epsilon=0.3)).train_epsilon) == pytest.approx(0.3)
+  run = jax.jit(loop.make_rounds(config))
+  def rounds(epsilon, train_epsilon):
+    return jax.device_get(run(key, pre, data, hp.replace(
+        epsilon=jnp.float32(epsilon), train_epsilon=jnp.float32(train_epsilon),
+        target_accuracy=jnp.float32(1.1))))
+  wide, at_wide, narrow = rounds(0.1, 0.3), rounds(0.3, 0.3), rounds(0.1, 0.1)
+  for out in (wide, at_wide, narrow):
+    assert int(out.rounds_completed) == config.rounds
+  leaves = lambda out: jax.tree.leaves(out.final_params)
+  for a, b in zip(leaves(wide), leaves(at_wide)):
+    np.testing.assert_array_equal(a, b)
+  assert max(float(np.max(np.abs(a - b)))
+             for a, b in zip(leaves(wide), leaves(narrow))) > 1e-4
+  apply_fn = models.make_apply(config.model, config.conv_impl)
+  final, _ = jax.device_get(evaluation.evaluate(
+      apply_fn, wide.final_params, data.test_images, data.test_labels, None,
+      jnp.float32(0.1), config.chunk_size))
+  assert wide.history.fgsm_accuracy[-1] == pytest.approx(
+      float(final.fgsm_accuracy), abs=1.5 / data.test_labels.shape[0])
+  assert wide.history.fgsm_accuracy[-1] > at_wide.history.fgsm_accuracy[-1]
