@@ -288,7 +288,11 @@ def main(argv):
   if FLAGS.pretrained_from:
     resumed = os.path.exists(os.path.join(out_dir, "params-initial.msgpack"))
   else:
-    resumed = saved.has_pretrained()
+    # The initial models saved whole, or only their last epoch (a clone:
+    # `pretrained/` is not committed, and is rebuilt from that epoch by one
+    # evaluation pass): either way the folder's earlier results stand.
+    resumed = (saved.has_pretrained()
+               or saved.latest_epoch() == config.epochs)
   if not resumed and FLAGS.output_dir is None:
     print(f"saving results in {out_dir} as each method ends; if the run "
           "stops, the same command with --resume goes on", flush=True)
