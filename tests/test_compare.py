@@ -33,8 +33,9 @@ def run_compare(*args):
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory):
   """A comparison run as if cut off after two methods and run again with
-  the whole list: the second run restores the initial models and the two
-  methods, and runs only the rest."""
+  the whole list, from a folder holding the initial models' last epoch
+  only (as a clone does): the second run rebuilds the initial models from
+  it, keeps the two methods, and runs only the rest."""
   out = tmp_path_factory.mktemp("compare") / "out"
   def run(methods, *extra):
     result = run_compare("--preset=smoke", "--seeds=2", "--train_size=512",
