@@ -224,10 +224,10 @@ def read_saved_run(saved: dict[str, Any]) -> dict[str, Any]:
 # The fields that tune one method's objective (--help lists them apart from
 # the run's own flags), and the verdict rule's two numbers.
 METHOD_HYPERPARAMETERS = (
-    "train_epsilon", "forget_batch_size", "neggrad_alpha", "ascent_cap", "relabel_weight",
-    "salun_sparsity", "scrub_alpha", "scrub_gamma", "scrub_temperature",
-    "scrub_max_epochs", "fgsm_at_alpha", "fgsm_rs_step", "nfgsm_noise",
-    "nfgsm_step", "gradalign_lambda", "pgd_steps",
+    "train_epsilon", "forget_batch_size", "neggrad_alpha", "ascent_cap",
+    "relabel_weight", "salun_sparsity", "scrub_alpha", "scrub_gamma",
+    "scrub_temperature", "scrub_max_epochs", "fgsm_at_alpha", "fgsm_rs_step",
+    "nfgsm_noise", "nfgsm_step", "gradalign_lambda", "pgd_steps",
     "pgd_step_size", "trades_beta")
 VERDICT_FIELDS = ("equivalence_margin", "confidence")
 
