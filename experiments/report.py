@@ -88,6 +88,13 @@ flags.DEFINE_integer("block_size", 1000,
                      "each saved in report-blocks/ as it ends: an "
                      "interrupted seed goes on from its last block; 0: one "
                      "call per seed")
+flags.DEFINE_integer("shards", 1,
+                     "split the measuring across this many processes (cores "
+                     "or machines sharing the folder): each measures its "
+                     "share of the blocks and saves them in report-blocks/ "
+                     "without writing the report; then one run without "
+                     "--shards reads them all and writes it")
+flags.DEFINE_integer("shard", 0, "this process's share, 0 .. --shards - 1")
 flags.DEFINE_integer("seed", 0, "attack PRNG seed")
 common.define_data_flags(dataset_default=None)
 
@@ -116,6 +123,9 @@ def main(argv):
       or FLAGS.noise_draws < 1):
     common.fail("test_size and subset_size must be >= 0, pgd_restarts and "
                 "noise_draws >= 1")
+  if FLAGS.shards < 1 or not 0 <= FLAGS.shard < FLAGS.shards:
+    common.fail(f"--shard={FLAGS.shard} --shards={FLAGS.shards}: need "
+                "--shards >= 1 and 0 <= --shard < --shards")
   sweep = common.floats(FLAGS.sweep, "--sweep")
   explain_epsilons = common.floats(FLAGS.explain_epsilons,
                                    "--explain_epsilons")
@@ -216,23 +226,28 @@ def main(argv):
                                  local_forward=square_forward)
     return correct, pgd_trace, curve, zero, aa
 
-  def evaluate_seed(name, n, s, params):
-    """One seed of one model on the first `n` test examples, on the host:
-    in one call, or in blocks of --block_size kept in report-blocks/ (each
-    block's attack key folded from the block's index)."""
-    tr = {k: v[:n] for k, v in transfer.items()}
+  def blocks_of(name, n, s, params):
+    """(measure block b on the host, block count, path of block b's file) of
+    one seed of one model on the first `n` test examples, in blocks of
+    --block_size (each block's attack key folded from the block's index)."""
     block = FLAGS.block_size
-    if not block or n <= block:
-      return jax.device_get(evaluate(params, tr, images[:n], labels[:n], key))
     def one(b):
       part = slice(b * block, (b + 1) * block)
       return jax.device_get(evaluate(
-          params, {k: v[part] for k, v in tr.items()}, images[part],
+          params, {k: v[part] for k, v in transfer.items()}, images[part],
           labels[part], jax.random.fold_in(jax.random.fold_in(key, 99), b)))
     path_of = lambda b: os.path.join(
         run_dir, "report-blocks", f"{name}-seed{s + 1}-block{b + 1}of"
         f"{n // block}-{block_tag}.npz")
-    return _in_blocks(one, n // block, path_of, f"{name} seed {s + 1}")
+    return one, n // block, path_of
+
+  def evaluate_seed(name, n, s, params):
+    """One seed of one model on the first `n` test examples, on the host:
+    in one call, or in blocks kept in report-blocks/ (`blocks_of`)."""
+    if not FLAGS.block_size or n <= FLAGS.block_size:
+      tr = {k: v[:n] for k, v in transfer.items()}
+      return jax.device_get(evaluate(params, tr, images[:n], labels[:n], key))
+    return _in_blocks(*blocks_of(name, n, s, params), f"{name} seed {s + 1}")
 
   attack_info = suite.describe(config.epsilon)
   attack_info["autoattack"] = ({"version": "off"} if FLAGS.autoattack == "off"
@@ -281,6 +296,18 @@ def main(argv):
     common.fail(f"--block_size={FLAGS.block_size} must be >= 0 and divide "
                 f"every model's test examples above it (not {uneven})")
   done, partial = _finished_models(out_json, report, FLAGS.seed, sweep, sizes)
+  if FLAGS.shards > 1:
+    unblocked = sorted(name for name, n in sizes.items()
+                       if not FLAGS.block_size or n <= FLAGS.block_size)
+    if unblocked:
+      common.fail(f"--shards={FLAGS.shards} splits the blocks of every model, "
+                  f"but {', '.join(unblocked)} would be measured in one call: "
+                  "give a --block_size below every model's test examples")
+    present = {name: path for name, path in params_files.items()
+               if name not in done and os.path.exists(path)}
+    transfer, _ = make_transfer()
+    _measure_shard(present, sizes, blocks_of)
+    return
   report["partial"] = dict(partial)  # Kept until their model is done.
   report["models_planned"] = [name for name, path in params_files.items()
                               if os.path.exists(path)]
@@ -348,6 +375,52 @@ def main(argv):
   results.write_text_atomic(os.path.join(run_dir, "report.md"), text)
   print()
   print(text)
+
+
+def _measure_shard(params_files, sizes, blocks_of):
+  """This process's share of every block (`blocks_of(name, n, seed,
+  params)`) not saved yet: the blocks of all models, seed by seed (every
+  model's seed 1 first), dealt out in turn, so the share of each --shard is
+  the same on every run; the others are left to theirs. Writes no report."""
+  stacked = {name: results.read_params(path)
+             for name, path in params_files.items()}
+  seeds = {name: jax.tree.leaves(p)[0].shape[0] for name, p in stacked.items()}
+  units = [(name, s, b) for s in range(max(seeds.values(), default=0))
+           for name in params_files if s < seeds[name]
+           for b in range(sizes[name] // FLAGS.block_size)]
+  mine = units[FLAGS.shard::FLAGS.shards]
+  label = f"shard {FLAGS.shard}/{FLAGS.shards}"
+  print(f"{label}: {len(mine)} of {len(units)} blocks are this shard's",
+        flush=True)
+  start = time.perf_counter()
+  for i, (name, s, b) in enumerate(mine):
+    params = jax.tree.map(lambda x, s=s: x[s], stacked[name])
+    one, count, path_of = blocks_of(name, sizes[name], s, params)
+    where = (f"{label}: {i + 1}/{len(mine)}: {name} seed {s + 1} block "
+             f"{b + 1}/{count}")
+    if os.path.exists(path_of(b)):
+      print(f"{where}: measured before, kept", flush=True)
+      continue
+    part = one(b)
+    _save_block(path_of(b), part)
+    print(f"{where}: PGD {float(np.mean(part[0]['pgd'])):.4f}"
+          + (f", AutoAttack {float(np.mean(part[4]['correct'])):.4f}"
+             if part[4] is not None else "")
+          + f" ({time.perf_counter() - start:.0f}s)", flush=True)
+  missing = sum(not os.path.exists(
+      blocks_of(name, sizes[name], s, None)[2](b)) for name, s, b in units)
+  print(f"{label}: done; " + (
+      f"{missing} block(s) of the other shards not saved yet" if missing
+      else "every block is saved") + "; the same command without --shards "
+      "writes the report (measuring what is missing)", flush=True)
+
+
+def _save_block(path, part) -> None:
+  """One block's outputs to `path` (.npz), atomically."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = path + ".tmp.npz"
+  np.savez_compressed(tmp, **_flatten(part))
+  os.replace(tmp, path)
 
 
 def _measure(name, stacked, evaluate, sweep, entry=None,
@@ -470,10 +543,7 @@ def _in_blocks(evaluate_block, count, path_of, label):
             flush=True)
       continue
     part = evaluate_block(b)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp.npz"
-    np.savez_compressed(tmp, **_flatten(part))
-    os.replace(tmp, path)
+    _save_block(path, part)
     parts.append(_unflatten(_flatten(part)))
     aa = part[4]
     print(f"  {label}: block {b + 1}/{count}: PGD "

@@ -4,6 +4,12 @@ r"""The verdict on the paper's own setting, as one resumable command.
   python -m experiments.study --dataset=fashion_mnist --seeds=3
   python -m experiments.study --literal             # the paper's 15-epoch rounds
   python -m experiments.study --dry_run             # print the commands only
+  python -m experiments.study --shards=2 --shard=1  # the report's second half
+
+The report's attacks take most of the time (hours per model on one CPU
+core); with --shards=N, N processes (one per core, or machines sharing the
+folder) each measure their share of its blocks, once the models are
+trained; the same command without --shards then writes the report.
 
 Runs, one after the other, each in its own process and each resumable (the
 same command run again goes on where it stopped):
@@ -55,6 +61,12 @@ flags.DEFINE_list("whole_test_set_for", [],
                   "initial,remove_retrain,control")
 flags.DEFINE_string("output_dir", None,
                     "default results/study-<dataset>[-literal]")
+flags.DEFINE_integer("shards", 1,
+                     "split the report's measuring across this many "
+                     "processes (experiments.report --shards); with more "
+                     "than 1 only the report's share runs, and the models "
+                     "must be trained already")
+flags.DEFINE_integer("shard", 0, "this process's share, 0 .. --shards - 1")
 flags.DEFINE_bool("dry_run", False, "print the commands, run nothing")
 common.define_data_flags(dataset=False)
 
@@ -74,9 +86,15 @@ def commands(output_dir: str) -> list[tuple[str, list[str]]]:
       f"--data_source={FLAGS.data_source}"]
   report = [sys.executable, "-m", "experiments.report",
             f"--compare_dir={output_dir}", f"--subset_size={FLAGS.aa_examples}",
-            f"--block_size={FLAGS.block_size}", "--pgd_restarts=3"]
+            f"--block_size={FLAGS.block_size}", "--pgd_restarts=3",
+            # AutoAttack's chunks on a CPU core: 25 ran 100 digits of the
+            # initial seed-1 model in 223 s, 100 in 289 s (BUILD_NOTES.md).
+            "--aa_chunk_size=25"]
   if FLAGS.whole_test_set_for:
     report.append(f"--whole_test_set_for={','.join(FLAGS.whole_test_set_for)}")
+  if FLAGS.shards > 1:
+    return [("report.log", report + data + [f"--shards={FLAGS.shards}",
+                                            f"--shard={FLAGS.shard}"])]
   return [("compare.log", train + data), ("report.log", report + data)]
 
 
@@ -90,9 +108,19 @@ def main(argv):
     common.fail(f"--aa_examples must be >= 0, got {FLAGS.aa_examples}")
   if FLAGS.block_size < 0:
     common.fail(f"--block_size must be >= 0, got {FLAGS.block_size}")
+  if FLAGS.shards < 1 or not 0 <= FLAGS.shard < FLAGS.shards:
+    common.fail(f"--shard={FLAGS.shard} --shards={FLAGS.shards}: need "
+                "--shards >= 1 and 0 <= --shard < --shards")
   output_dir = FLAGS.output_dir or os.path.join(
       "results", f"study-{FLAGS.dataset.replace('_', '-')}"
       + ("-literal" if FLAGS.literal else ""))
+  if FLAGS.shards > 1:
+    trained = set(_trained_methods(output_dir))
+    untrained = [m for m in FLAGS.methods if m not in trained]
+    if untrained:
+      common.fail(f"--shards={FLAGS.shards}: {output_dir} has no trained "
+                  f"{', '.join(untrained)}; run the study without --shards "
+                  "until its report starts, then start the shards")
   steps = commands(output_dir)
   for log, argv_ in steps:
     print(f"{' '.join(argv_[1:])}   (output: {os.path.join(output_dir, log)})",
@@ -115,6 +143,15 @@ def main(argv):
                             f"see {os.path.join(output_dir, log)}; the same "
                             "command goes on from where it stopped")
   print(f"done: {os.path.join(output_dir, 'report.md')}", flush=True)
+
+
+def _trained_methods(output_dir: str) -> list[str]:
+  """The methods whose final models comparison.json lists ([] if none)."""
+  comparison = common.earlier_json(os.path.join(output_dir,
+                                                "comparison.json"))
+  return [m["method"] for m in comparison.get("methods", [])
+          if os.path.exists(os.path.join(output_dir,
+                                         f"params-{m['method']}.msgpack"))]
 
 
 if __name__ == "__main__":

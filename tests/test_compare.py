@@ -1,6 +1,7 @@
 """experiments.compare and .report as a user runs them: methods, seeds, JSON."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -411,3 +412,55 @@ def test_a_comparison_from_another_folders_initial_models(compared,
   error_line(run_compare(*common, "--seeds=1", "--epochs=2",
                          "--methods=control", f"--output_dir={tmp_path}/x"),
              2, "trained otherwise: epochs (1 there, 2 here)")
+
+
+def test_report_shards_split_the_blocks_and_one_run_writes_the_report(
+    compared, tmp_path):
+  """Two --shards processes measure disjoint halves of the blocks and write
+  no report; the run without --shards then measures nothing, and its report
+  is the one a single process writes."""
+  def copy(name):
+    out = tmp_path / name
+    out.mkdir()
+    shutil.copy(compared[0] / "comparison.json", out)
+    for model in ("initial", "control", "pgd_at"):  # The rest: skipped.
+      shutil.copy(compared[0] / f"params-{model}.msgpack", out)
+    return out
+  sharded, single = copy("sharded"), copy("single")
+  def report(out, *extra):
+    return run_module(
+        "experiments.report", f"--compare_dir={out}", "--test_size=64",
+        "--block_size=32", "--pgd_steps=2", "--pgd_restarts=1",
+        "--noise_draws=2", "--sweep=0,0.1", "--autoattack=fast",
+        "--aa_apgd_steps=2", "--aa_target_classes=1", "--notransfer_other",
+        "--noexplain", "--noplots", f"--data_dir={mnist_dir()}", *extra)
+  blocks = lambda: {p.name for p in (sharded / "report-blocks").glob("*.npz")}
+  first = report(sharded, "--shards=2", "--shard=0")
+  assert first.returncode == 0, first.stderr[-3000:]
+  # 3 models x 2 seeds x 2 blocks, dealt out seed by seed.
+  assert "shard 0/2: 6 of 12 blocks are this shard's" in first.stdout
+  assert "6 block(s) of the other shards not saved yet" in first.stdout
+  assert not (sharded / "report.json").exists()
+  after_first = blocks()
+  assert len(after_first) == 6
+  second = report(sharded, "--shards=2", "--shard=1")
+  assert second.returncode == 0, second.stderr[-3000:]
+  assert "every block is saved" in second.stdout
+  assert len(blocks()) == 12 and len(blocks() - after_first) == 6
+  whole = report(sharded)
+  assert whole.returncode == 0, whole.stderr[-3000:]
+  # Every block read back, none measured.
+  assert not re.search(r"block \d/2: PGD", whole.stdout)
+  assert whole.stdout.count("measured before, kept") == 12
+  alone = report(single)
+  assert alone.returncode == 0, alone.stderr[-3000:]
+  got, want = (json.loads((out / "report.json").read_text())["models"]
+               for out in (sharded, single))
+  assert [m["model"] for m in got] == ["initial", "control", "pgd_at"]
+  for a, b in zip(got, want):
+    assert [s["accuracy"] for s in a["per_seed"]] == [
+        s["accuracy"] for s in b["per_seed"]]
+  unblocked = report(sharded, "--shards=2", "--block_size=0")
+  error_line(unblocked, 2, "would be measured in one call")
+  bad = report(sharded, "--shards=2", "--shard=2")
+  error_line(bad, 2, "--shard=2 --shards=2: need")
