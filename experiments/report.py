@@ -403,16 +403,23 @@ def _measure_shard(params_files, sizes, blocks_of):
       continue
     part = one(b)
     _save_block(path_of(b), part)
-    print(f"{where}: PGD {float(np.mean(part[0]['pgd'])):.4f}"
-          + (f", AutoAttack {float(np.mean(part[4]['correct'])):.4f}"
-             if part[4] is not None else "")
-          + f" ({time.perf_counter() - start:.0f}s)", flush=True)
+    print(f"{where}: {_accuracies(part)} "
+          f"({time.perf_counter() - start:.0f}s)", flush=True)
   missing = sum(not os.path.exists(
       blocks_of(name, sizes[name], s, None)[2](b)) for name, s, b in units)
   print(f"{label}: done; " + (
       f"{missing} block(s) of the other shards not saved yet" if missing
       else "every block is saved") + "; the same command without --shards "
       "writes the report (measuring what is missing)", flush=True)
+
+
+def _accuracies(part) -> str:
+  """'PGD a[, AutoAttack b]' of the suite's outputs (correct, pgd_trace,
+  curve, zero, aa) of a block or a seed, for the progress lines."""
+  correct, aa = part[0], part[4]
+  return (f"PGD {float(np.mean(correct['pgd'])):.4f}"
+          + (f", AutoAttack {float(np.mean(aa['correct'])):.4f}"
+             if aa is not None else ""))
 
 
 def _save_block(path, part) -> None:
@@ -441,16 +448,14 @@ def _measure(name, stacked, evaluate, sweep, entry=None,
           flush=True)
   for s in range(len(per_seed), seeds):
     params = jax.tree.map(lambda x, s=s: x[s], stacked)
-    correct, trace, curve, zero, aa = evaluate(s, params)
+    part = evaluate(s, params)
+    correct, trace, curve, zero, aa = part
     outcome = {}
     if aa is not None:
       correct["autoattack"] = aa["correct"]
       outcome = autoattack.summary(aa, FLAGS.autoattack)
-    print(f"  {name} seed {s + 1}/{seeds}: PGD "
-          f"{float(correct['pgd'].mean()):.4f}"
-          + (f", AutoAttack {float(aa['correct'].mean()):.4f}"
-             if aa is not None else "")
-          + f" ({time.perf_counter() - start:.0f}s)", flush=True)
+    print(f"  {name} seed {s + 1}/{seeds}: {_accuracies(part)} "
+          f"({time.perf_counter() - start:.0f}s)", flush=True)
     checks = robustness.masking_checks(
         correct, sweep, curve, float(zero),
         square_only=outcome.get("broken_by", {}).get("square"))
@@ -545,12 +550,8 @@ def _in_blocks(evaluate_block, count, path_of, label):
     part = evaluate_block(b)
     _save_block(path, part)
     parts.append(_unflatten(_flatten(part)))
-    aa = part[4]
-    print(f"  {label}: block {b + 1}/{count}: PGD "
-          f"{float(np.mean(part[0]['pgd'])):.4f}"
-          + (f", AutoAttack {float(np.mean(aa['correct'])):.4f}"
-             if aa is not None else "")
-          + f" ({time.perf_counter() - start:.0f}s)", flush=True)
+    print(f"  {label}: block {b + 1}/{count}: {_accuracies(part)} "
+          f"({time.perf_counter() - start:.0f}s)", flush=True)
   join = lambda xs: np.concatenate(xs)
   mean = lambda xs: np.mean(np.stack(xs), axis=0)
   correct = {k: join([p[0][k] for p in parts]) for k in parts[0][0]}
