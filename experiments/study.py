@@ -2,7 +2,8 @@ r"""The verdict on the paper's own setting, as one resumable command.
 
   python -m experiments.study                       # MNIST, 5 seeds
   python -m experiments.study --dataset=fashion_mnist --seeds=3
-  python -m experiments.study --literal             # the paper's 15-epoch rounds
+  python -m experiments.study --literal \
+      --pretrained_from=results/study-mnist        # the paper's 15-epoch rounds
   python -m experiments.study --dry_run             # print the commands only
   python -m experiments.study --shards=2 --shard=1  # the report's second half
 
@@ -45,10 +46,16 @@ flags.DEFINE_list("methods", ["remove_retrain", "control",
                               "remove_test_indices"],
                   "arms, all from the same initial models (the control is "
                   "required for a verdict; remove_test_indices is Table 1's "
-                  "hypothesis (f))")
+                  "hypothesis (f)); with --literal the default is "
+                  "remove_retrain,control")
 flags.DEFINE_bool("literal", False,
                   "the paper's rounds of 15 epochs, 3 of them, one seed, "
                   "instead of 5 rounds of 1 epoch")
+flags.DEFINE_string("pretrained_from", None,
+                    "start from the initial models of another study's folder "
+                    "(its first --seeds seeds) instead of training them, e.g. "
+                    "--literal from results/study-mnist: the literal rounds "
+                    "then start from the 1-epoch study's seed-1 model")
 flags.DEFINE_integer("aa_examples", 1000,
                      "test digits every model is attacked on (0 = all)")
 flags.DEFINE_integer("block_size", 250,
@@ -71,10 +78,20 @@ flags.DEFINE_bool("dry_run", False, "print the commands, run nothing")
 common.define_data_flags(dataset=False)
 
 
+def arms() -> list[str]:
+  """The methods trained: --methods, or with --literal and no --methods
+  the paper's method and its control (the literal rounds cost 15 epochs
+  each)."""
+  if FLAGS.literal and not FLAGS["methods"].present:
+    return ["remove_retrain", "control"]
+  return list(FLAGS.methods)
+
+
 def commands(output_dir: str) -> list[tuple[str, list[str]]]:
   """(log name, argv) of each step, from the flags."""
+  methods = arms()
   train = [sys.executable, "-m", "experiments.compare", "--preset=study",
-           f"--dataset={FLAGS.dataset}", f"--methods={','.join(FLAGS.methods)}",
+           f"--dataset={FLAGS.dataset}", f"--methods={','.join(methods)}",
            f"--output_dir={output_dir}"]
   seeds = FLAGS.seeds if FLAGS.seeds is not None else (1 if FLAGS.literal
                                                        else None)
@@ -82,6 +99,8 @@ def commands(output_dir: str) -> list[tuple[str, list[str]]]:
     train.append(f"--seeds={seeds}")
   if FLAGS.literal:
     train += ["--retrain_epochs=15", "--rounds=3"]
+  if FLAGS.pretrained_from:
+    train.append(f"--pretrained_from={FLAGS.pretrained_from}")
   data = ([f"--data_dir={FLAGS.data_dir}"] if FLAGS.data_dir else []) + [
       f"--data_source={FLAGS.data_source}"]
   report = [sys.executable, "-m", "experiments.report",
@@ -116,7 +135,7 @@ def main(argv):
       + ("-literal" if FLAGS.literal else ""))
   if FLAGS.shards > 1:
     trained = set(_trained_methods(output_dir))
-    untrained = [m for m in FLAGS.methods if m not in trained]
+    untrained = [m for m in arms() if m not in trained]
     if untrained:
       common.fail(f"--shards={FLAGS.shards}: {output_dir} has no trained "
                   f"{', '.join(untrained)}; run the study without --shards "

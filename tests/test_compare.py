@@ -342,10 +342,18 @@ def test_the_study_is_compare_then_report_on_the_study_preset(tmp_path):
       f"-m experiments.report --compare_dir={out} --subset_size=1000 "
       "--block_size=250 ")
   assert not out.exists()  # A dry run writes nothing.
-  literal = run_module("experiments.study", "--dry_run", "--literal")
-  assert ("--seeds=1 --retrain_epochs=15 --rounds=3"
-          in literal.stdout.splitlines()[0])
+  literal = run_module("experiments.study", "--dry_run", "--literal",
+                       "--pretrained_from=results/study-mnist")
+  literal_compare = literal.stdout.splitlines()[0]
+  assert "--seeds=1 --retrain_epochs=15 --rounds=3" in literal_compare
+  assert "--methods=remove_retrain,control " in literal_compare
+  assert "--pretrained_from=results/study-mnist" in literal_compare
   assert "results/study-mnist-literal" in literal.stdout
+  chosen = run_module("experiments.study", "--dry_run", "--literal",
+                      "--methods=remove_retrain,control,remove_test_indices")
+  assert ("--methods=remove_retrain,control,remove_test_indices "
+          in chosen.stdout.splitlines()[0])
+  assert "--pretrained_from" not in chosen.stdout
   bad = run_module("experiments.study", "--methods=remove_retrain,nope")
   error_line(bad, 2, "unknown methods ['nope']")
 
