@@ -29,6 +29,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import socket
 import sys
 import time
 
@@ -95,6 +96,9 @@ flags.DEFINE_integer("shards", 1,
                      "without writing the report; then one run without "
                      "--shards reads them all and writes it")
 flags.DEFINE_integer("shard", 0, "this process's share, 0 .. --shards - 1")
+flags.DEFINE_bool("help_shards", True,
+                  "with --shards: once this shard's blocks are saved, measure "
+                  "the other shards' unsaved ones, from the last one back")
 flags.DEFINE_integer("seed", 0, "attack PRNG seed")
 common.define_data_flags(dataset_default=None)
 
@@ -381,7 +385,11 @@ def _measure_shard(params_files, sizes, blocks_of):
   """This process's share of every block (`blocks_of(name, n, seed,
   params)`) not saved yet: the blocks of all models, seed by seed (every
   model's seed 1 first), dealt out in turn, so the share of each --shard is
-  the same on every run; the others are left to theirs. Writes no report."""
+  the same on every run. Then, with --help_shards, the other shards'
+  unsaved blocks from the last one back (their owners go forward: a shard
+  that ends early keeps its core busy). A block is claimed while it is
+  measured (`_claim`), so no two processes measure it at once. Writes no
+  report."""
   stacked = {name: results.read_params(path)
              for name, path in params_files.items()}
   seeds = {name: jax.tree.leaves(p)[0].shape[0] for name, p in stacked.items()}
@@ -393,16 +401,30 @@ def _measure_shard(params_files, sizes, blocks_of):
   print(f"{label}: {len(mine)} of {len(units)} blocks are this shard's",
         flush=True)
   start = time.perf_counter()
-  for i, (name, s, b) in enumerate(mine):
+  others = [u for i, u in reversed(list(enumerate(units)))
+            if i % FLAGS.shards != FLAGS.shard] if FLAGS.help_shards else []
+  for i, (name, s, b) in enumerate(mine + others):
     params = jax.tree.map(lambda x, s=s: x[s], stacked[name])
     one, count, path_of = blocks_of(name, sizes[name], s, params)
-    where = (f"{label}: {i + 1}/{len(mine)}: {name} seed {s + 1} block "
-             f"{b + 1}/{count}")
+    where = (f"{label}: {i + 1}/{len(mine)}" if i < len(mine)
+             else f"{label}: helping") + (
+                 f": {name} seed {s + 1} block {b + 1}/{count}")
     if os.path.exists(path_of(b)):
-      print(f"{where}: measured before, kept", flush=True)
+      if i < len(mine):
+        print(f"{where}: measured before, kept", flush=True)
       continue
-    part = one(b)
-    _save_block(path_of(b), part)
+    claim = path_of(b) + ".claim"
+    if not _claim(claim):
+      print(f"{where}: being measured by another process, left to it",
+            flush=True)
+      continue
+    try:
+      if os.path.exists(path_of(b)):  # Saved while this one claimed it.
+        continue
+      part = one(b)
+      _save_block(path_of(b), part)
+    finally:
+      _unclaim(claim)
     print(f"{where}: {_accuracies(part)} "
           f"({time.perf_counter() - start:.0f}s)", flush=True)
   missing = sum(not os.path.exists(
@@ -411,6 +433,52 @@ def _measure_shard(params_files, sizes, blocks_of):
       f"{missing} block(s) of the other shards not saved yet" if missing
       else "every block is saved") + "; the same command without --shards "
       "writes the report (measuring what is missing)", flush=True)
+
+
+def _claim(path) -> bool:
+  """Claims a block for this process: creates `path` holding this host and
+  process id, unless another live process holds it (one of this host whose
+  process has ended, e.g. a shard that crashed, is taken over; another
+  host's is trusted until its file is removed). True if claimed."""
+  mine = f"{socket.gethostname()} {os.getpid()}"
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  try:
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+  except FileExistsError:
+    try:
+      with open(path) as f:
+        host, pid = f.read().split()
+      pid = int(pid)
+    except (OSError, ValueError):
+      return False  # Being written, or removed: someone else's moment.
+    if host != socket.gethostname() or _alive(pid):
+      return False
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+      f.write(mine)
+    os.replace(tmp, path)  # The dead process's claim, taken over.
+    return True
+  with os.fdopen(fd, "w") as f:
+    f.write(mine)
+  return True
+
+
+def _alive(pid: int) -> bool:
+  """Whether process `pid` of this host is running."""
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def _unclaim(path) -> None:
+  try:
+    os.remove(path)
+  except FileNotFoundError:
+    pass
 
 
 def _accuracies(part) -> str:

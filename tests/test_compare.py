@@ -3,6 +3,7 @@
 import json
 import re
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -425,8 +426,10 @@ def test_a_comparison_from_another_folders_initial_models(compared,
 def test_report_shards_split_the_blocks_and_one_run_writes_the_report(
     compared, tmp_path):
   """Two --shards processes measure disjoint halves of the blocks and write
-  no report; the run without --shards then measures nothing, and its report
-  is the one a single process writes."""
+  no report; one whose share is saved helps with the other's unsaved
+  blocks, leaving those another live process claimed; the run without
+  --shards then measures only what is missing, and its report is the one a
+  single process writes."""
   def copy(name):
     out = tmp_path / name
     out.mkdir()
@@ -443,7 +446,7 @@ def test_report_shards_split_the_blocks_and_one_run_writes_the_report(
         "--aa_apgd_steps=2", "--aa_target_classes=1", "--notransfer_other",
         "--noexplain", "--noplots", f"--data_dir={mnist_dir()}", *extra)
   blocks = lambda: {p.name for p in (sharded / "report-blocks").glob("*.npz")}
-  first = report(sharded, "--shards=2", "--shard=0")
+  first = report(sharded, "--shards=2", "--shard=0", "--nohelp_shards")
   assert first.returncode == 0, first.stderr[-3000:]
   # 3 models x 2 seeds x 2 blocks, dealt out seed by seed.
   assert "shard 0/2: 6 of 12 blocks are this shard's" in first.stdout
@@ -451,15 +454,32 @@ def test_report_shards_split_the_blocks_and_one_run_writes_the_report(
   assert not (sharded / "report.json").exists()
   after_first = blocks()
   assert len(after_first) == 6
+  # Three of shard 0's blocks lost: one unclaimed, one claimed by a process
+  # of another host (left to it), one by an ended process of this host (a
+  # crashed shard: taken over).
+  lost = sorted(after_first)[:3]
+  for name in lost:
+    (sharded / "report-blocks" / name).unlink()
+  ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                         capture_output=True, text=True, check=True)
+  claims = {lost[1]: "another-host 1",
+            lost[2]: f"{socket.gethostname()} {ended.stdout.strip()}"}
+  for name, holder in claims.items():
+    (sharded / "report-blocks" / f"{name}.claim").write_text(holder)
   second = report(sharded, "--shards=2", "--shard=1")
   assert second.returncode == 0, second.stderr[-3000:]
-  assert "every block is saved" in second.stdout
-  assert len(blocks()) == 12 and len(blocks() - after_first) == 6
+  assert len(re.findall(r"shard 1/2: \d/6: .*: PGD", second.stdout)) == 6
+  assert len(re.findall(r"shard 1/2: helping: .*: PGD", second.stdout)) == 2
+  assert second.stdout.count("being measured by another process") == 1
+  assert "1 block(s) of the other shards not saved yet" in second.stdout
+  assert len(blocks()) == 11 and lost[1] not in blocks()
+  assert sorted(p.name for p in (sharded / "report-blocks").glob("*.claim")
+                ) == [f"{lost[1]}.claim"]  # The helper's own: removed.
   whole = report(sharded)
   assert whole.returncode == 0, whole.stderr[-3000:]
-  # Every block read back, none measured.
-  assert not re.search(r"block \d/2: PGD", whole.stdout)
-  assert whole.stdout.count("measured before, kept") == 12
+  # Every block read back but the one left to the other host's process.
+  assert len(re.findall(r"block \d/2: PGD", whole.stdout)) == 1
+  assert whole.stdout.count("measured before, kept") == 11
   alone = report(single)
   assert alone.returncode == 0, alone.stderr[-3000:]
   got, want = (json.loads((out / "report.json").read_text())["models"]
