@@ -161,7 +161,11 @@ def main(argv):
         common.runtime_fail(f"{argv_[2]} failed (exit {process.returncode}); "
                             f"see {os.path.join(output_dir, log)}; the same "
                             "command goes on from where it stopped")
-  print(f"done: {os.path.join(output_dir, 'report.md')}", flush=True)
+  if FLAGS.shards > 1:
+    print(f"done: shard {FLAGS.shard}/{FLAGS.shards}'s blocks; the study "
+          "without --shards writes the report", flush=True)
+  else:
+    print(f"done: {os.path.join(output_dir, 'report.md')}", flush=True)
 
 
 def _trained_methods(output_dir: str) -> list[str]:
