@@ -157,7 +157,7 @@ def epsilon_for(accuracy: float, epsilons, accuracies) -> float | None:
 
 def matches(accuracy: float, loss: float,
             paper: str = "original_fgsm",
-            accuracy_tolerance: float = 0.02,
+            accuracy_tolerance: float = results.PAPER_ACCURACY_TOLERANCE,
             loss_tolerance: float = 0.2) -> bool:
   """Whether an accuracy and a loss both land on the paper's Table 1 row
   `paper` (a key of `results.PAPER_TABLE1`), within the tolerances (0.02

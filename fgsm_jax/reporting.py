@@ -263,6 +263,10 @@ def explanation_markdown(explanation) -> str:
   return "\n".join(lines)
 
 
+_ARM_NAMES = {"remove_retrain": "removal", "control": "the control",
+              "initial": "the initial models"}
+
+
 def verdict(summary, entries, models_) -> list[str]:
   """The paper's claims next to what we measured, in plain sentences."""
   paper = results.PAPER_TABLE1
@@ -274,12 +278,19 @@ def verdict(summary, entries, models_) -> list[str]:
       f"- The original model's FGSM accuracy: paper {paper['original_fgsm'][0]:.4f}, "
       f"ours {cell(original)} (network, training length and seeds differ; "
       "see the setting).")
-  holds = updated["mean"] >= 0.9
+  claimed = paper["updated_fgsm"][0]
+  # Reached: within the explanation's accuracy tolerance of the paper's
+  # figure (its 0.9 stopping target is another matter: said beside).
+  tolerance = results.PAPER_ACCURACY_TOLERANCE
+  holds = updated["mean"] >= claimed - tolerance
   out.append(
       f"- The claim that unlearning brings white-box FGSM accuracy to "
-      f"{paper['updated_fgsm'][0]:.4f}: ours {cell(updated)} white-box, "
+      f"{claimed:.4f}: ours {cell(updated)} white-box, "
       f"{cell(stale)} on stale examples: "
-      + ("reached." if holds else "**not reached** in this setting."))
+      + ("reached." if holds else
+         f"**not reached** in this setting (more than {tolerance:g} "
+         "below; the paper's stopping target, 0.9, "
+         + ("met" if updated["mean"] >= 0.9 else "not met") + ")."))
   margin, confidence = margin_and_confidence(entries.values())
   if "control" in entries:
     diff = results.paired_difference(
@@ -289,12 +300,20 @@ def verdict(summary, entries, models_) -> list[str]:
         "- Removing the selected examples vs continuing to train on all "
         "(control, same schedule), white-box FGSM: " + paired_sentence(diff)
         + ".")
-  if "remove_retrain" in models_ and "control" in models_:
-    diff = results.paired_difference(
-        models_["remove_retrain"]["accuracy"]["pgd"]["values"],
-        models_["control"]["accuracy"]["pgd"]["values"], margin, confidence)
-    out.append("- Under PGD, removal vs the control: "
-               + paired_sentence(diff) + ".")
+  attacks = {"pgd": "PGD", "autoattack": "AutoAttack"}
+  for a, b in (("remove_retrain", "control"), ("remove_retrain", "initial"),
+               ("control", "initial")):
+    if a not in models_ or b not in models_:
+      continue
+    for metric, name in attacks.items():
+      if (metric not in models_[a]["accuracy"]
+          or metric not in models_[b]["accuracy"]):
+        continue
+      diff = results.paired_difference(
+          models_[a]["accuracy"][metric]["values"],
+          models_[b]["accuracy"][metric]["values"], margin, confidence)
+      out.append(f"- Under {name}, {_ARM_NAMES[a]} vs {_ARM_NAMES[b]}: "
+                 + paired_sentence(diff) + ".")
   if "remove_retrain" in models_ and "initial" in models_:
     pgd_u = models_["remove_retrain"]["accuracy"]["pgd"]
     pgd_i = models_["initial"]["accuracy"]["pgd"]
