@@ -171,8 +171,7 @@ def test_the_report_says_the_claim_is_not_reached_and_gives_autoattack_verdicts(
   """The report's sentences on the paper's claim: 0.9088 is not the paper's
   0.9669 (the old rule called anything >= 0.9 'reached'), and removal is
   set against the control and the initial models under AutoAttack too."""
-  def stat(values):
-    return results.stat(values)
+  stat = results.stat
   seeds = 5
   summary = {"original_fgsm": {"accuracy": stat([0.90] * seeds)},
              "updated_fgsm": {"accuracy": stat([0.905, 0.91, 0.908, 0.912,
