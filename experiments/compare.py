@@ -11,11 +11,12 @@ a leading seed axis; params-initial.msgpack for the shared ones) after every
 method and comparison.md, the table it prints at the end.
 
 Nothing finished is lost: the initial training is saved (orbax, in
-OUTPUT_DIR/checkpoints), each method's rounds as they end (in
-OUTPUT_DIR/checkpoints/method-<name>, removed once the method is done) and
-each method's results as it ends, so the same command run again after a
-crash restores the initial models, keeps the methods done and goes on with
-the one cut off from its last round. A
+OUTPUT_DIR/checkpoints), each method's rounds as they end, and their epochs
+in rounds of several (in OUTPUT_DIR/checkpoints/method-<name>, removed once
+the method is done) and each method's results as it ends, so the same
+command run again after a crash restores the initial models, keeps the
+methods done and goes on with the one cut off from its last round or
+epoch. A
 later run with other --methods and the same settings adds them to the
 comparison; other settings in the same folder are refused.
 """

@@ -3,8 +3,10 @@
 A folder holds `run.json` (what identifies the run: its config and data
 sizes), `epochs/<e>/` (the initial training after epoch e; only the newest
 is kept), `pretrained/` (the trained models every round starts from, saved
-once) and `rounds/<r>/` (where the rounds stand after round r; only the
-newest is kept). Orbax writes each step to a temporary folder and renames
+once), `rounds/<r>/` (where the rounds stand after round r; only the
+newest is kept) and, for rounds of several epochs, `round-epochs/<s>/`
+(a round under way after its epoch e, s = (r - 1) * epochs per round + e;
+only the newest is kept, and it is removed once its round is saved). Orbax writes each step to a temporary folder and renames
 it when complete, so a crash mid-write leaves the previous step usable.
 """
 
@@ -55,6 +57,9 @@ class RunCheckpoints:
     self._epochs = ocp.CheckpointManager(
         os.path.join(self.directory, "epochs"),
         options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+    self._round_epochs = ocp.CheckpointManager(
+        os.path.join(self.directory, "round-epochs"),
+        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
     self._pretrained = ocp.StandardCheckpointer()
 
   def write_identity(self) -> None:
@@ -104,6 +109,38 @@ class RunCheckpoints:
     self.write_identity()  # A folder of rounds alone (no pretrained/).
     self._rounds.save(completed, args=ocp.args.StandardSave(tree))
     self._rounds.wait_until_finished()
+    self.clear_round_epochs()  # Its epochs' states are stale now.
+
+  def latest_round_epoch(self, epochs_per_round: int) -> tuple[int, int] | None:
+    """(round, epochs of it run) of the round under way saved, or None."""
+    step = self._round_epochs.latest_step()
+    if step is None:
+      return None
+    return step // epochs_per_round + 1, step % epochs_per_round
+
+  def save_round_epoch(self, round_index: int, epochs_run: int,
+                       epochs_per_round: int, tree) -> None:
+    """Round `round_index` after `epochs_run` (1 .. epochs_per_round - 1) of
+    its epochs."""
+    if not 0 < epochs_run < epochs_per_round:
+      raise ValueError(f"a round under way has run 1 .. "
+                       f"{epochs_per_round - 1} epochs, not {epochs_run}")
+    os.makedirs(self.directory, exist_ok=True)
+    self.write_identity()
+    self._round_epochs.save((round_index - 1) * epochs_per_round + epochs_run,
+                            args=ocp.args.StandardSave(tree))
+    self._round_epochs.wait_until_finished()
+
+  def restore_round_epoch(self, round_index: int, epochs_run: int,
+                          epochs_per_round: int, like):
+    return self._round_epochs.restore(
+        (round_index - 1) * epochs_per_round + epochs_run,
+        args=ocp.args.StandardRestore(like))
+
+  def clear_round_epochs(self) -> None:
+    """Removes the saved rounds under way (their round is saved)."""
+    for step in self._round_epochs.all_steps():
+      self._round_epochs.delete(step)
 
   def restore_round(self, completed: int, like):
     return _restore_filling(

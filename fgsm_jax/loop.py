@@ -315,25 +315,44 @@ def finish_rounds(state: RoundsState) -> RunResult:
                    state.removed_round, state.train.params)
 
 
-def make_round(config: Config, progress: ProgressFn | None = None):
-  """Builds `one_round(state, key, pretrained, data, hparams, active) ->
-  RoundsState`: round `state.round + 1` of `config.method` (select, unlearn,
-  evaluate), its randomness drawn from (key, round) alone; `active` (bool)
-  marks its progress reports as those of a seed still running."""
-  apply_fn = models.make_apply(config.model, config.conv_impl)
-  method = methods.make_method(config.method, config, apply_fn)
-  k = config.forget_per_round
-  forget_batch = min(config.forget_batch_size, k)
+@flax.struct.dataclass
+class RoundWork:
+  """A round under way, between its epochs: what a mid-round checkpoint
+  holds (`make_round_start`, `make_round_epochs`, `make_round_finish`).
 
-  def one_round(loop: RoundsState, key: jax.Array, pre: Pretrained,
-                data: Dataset, hp: HParams, active: jax.Array) -> RoundsState:
-    # Under vmap this runs for seeds already done too, whose results the
-    # while loop discards; `active` tells their progress reports apart.
+  round: the round's number (from 1); train: the model after the epochs
+  run so far; removed_round: per training example the round that removed
+  it, this one's removals included; forget: the round's forget batch (all
+  weights 0 for a method that uses none); teacher: the model at the round's
+  start; mask: SalUn's saliency mask, or None; forget_loss: the mean FGSM
+  loss of the examples selected (NaN if none were).
+  """
+  round: jax.Array
+  train: training.TrainState
+  removed_round: jax.Array
+  forget: methods.ForgetBatch
+  teacher: Any
+  mask: Any
+  forget_loss: jax.Array
+
+
+def _round_parts(config: Config):
+  apply_fn = models.make_apply(config.model, config.conv_impl)
+  return apply_fn, methods.make_method(config.method, config, apply_fn)
+
+
+def make_round_start(config: Config):
+  """Builds `start(state, key, pretrained, data, hparams) -> RoundWork`: the
+  first part of round `state.round + 1` of `config.method`, before any of
+  its epochs: select and remove (methods that do), craft the forget batch,
+  reset the optimizer (methods that do), SalUn's mask."""
+  apply_fn, method = _round_parts(config)
+  k = config.forget_per_round
+
+  def start(loop: RoundsState, key: jax.Array, pre: Pretrained,
+            data: Dataset, hp: HParams) -> RoundWork:
+    del key, pre  # The selection is deterministic.
     optimizer = optax.adam(hp.learning_rate)
-    # Every step the rounds can take (the cyclic schedule's length).
-    total_steps = (config.rounds * config.retrain_epochs
-                   * -(-data.train_labels.shape[0] // config.batch_size))
-    rounds_key = _split_key(key)[2]
     round_index = loop.round + 1
     state = loop.train
     forget = methods.ForgetBatch(
@@ -355,7 +374,32 @@ def make_round(config: Config, progress: ProgressFn | None = None):
     mask = (methods.saliency_mask(apply_fn, state.params, forget,
                                   method.saliency_sparsity)
             if method.saliency_sparsity is not None else None)
-    ctx = methods.RoundContext(state.params, mask, jnp.int32(0),
+    return RoundWork(round_index, state, removed_round, forget, state.params,
+                     mask, forget_loss)
+
+  return start
+
+
+def make_round_epochs(config: Config, num_epochs: int,
+                      progress: ProgressFn | None = None):
+  """Builds `epochs(work, key, pretrained, data, hparams, first, active) ->
+  RoundWork`: `num_epochs` of the round's `config.retrain_epochs` epochs,
+  from epoch `first` (from 0, traced), so a round can stop and go on
+  between epochs (how a run checkpoints a long round); `active` (bool)
+  marks its progress reports as those of a seed still running."""
+  apply_fn, method = _round_parts(config)
+  k = config.forget_per_round
+  forget_batch = min(config.forget_batch_size, k)
+
+  def epochs(work: RoundWork, key: jax.Array, pre: Pretrained, data: Dataset,
+             hp: HParams, first: jax.Array, active: jax.Array) -> RoundWork:
+    optimizer = optax.adam(hp.learning_rate)
+    # Every step the rounds can take (the cyclic schedule's length).
+    total_steps = (config.rounds * config.retrain_epochs
+                   * -(-data.train_labels.shape[0] // config.batch_size))
+    rounds_key = _split_key(key)[2]
+    forget = work.forget
+    ctx = methods.RoundContext(work.teacher, work.mask, jnp.int32(0),
                                hp.train_epsilon)
 
     def make_step(epoch):
@@ -378,23 +422,59 @@ def make_round(config: Config, progress: ProgressFn | None = None):
             optimizer=step_optimizer)
       return step_fn
 
-    weights = (removed_round == 0).astype(jnp.float32)
-    state = _train_epochs(state, weights,
-                          jax.random.fold_in(rounds_key, round_index),
-                          config.retrain_epochs, round_index, active,
-                          config=config, data=data, make_step=make_step,
-                          progress=progress)
+    weights = (work.removed_round == 0).astype(jnp.float32)
+    state = _train_epochs(work.train, weights,
+                          jax.random.fold_in(rounds_key, work.round),
+                          num_epochs, work.round, active, config=config,
+                          data=data, make_step=make_step, progress=progress,
+                          first_epoch=first,
+                          epochs_total=config.retrain_epochs)
+    return work.replace(train=state)
+
+  return epochs
+
+
+def make_round_finish(config: Config, progress: ProgressFn | None = None):
+  """Builds `finish(state, work, pretrained, data, hparams, active) ->
+  RoundsState`: the round's metrics after its last epoch, and the state
+  after the round."""
+  apply_fn, _ = _round_parts(config)
+
+  def finish(loop: RoundsState, work: RoundWork, pre: Pretrained,
+             data: Dataset, hp: HParams, active: jax.Array) -> RoundsState:
     metrics, _ = _round_metrics(
-        apply_fn, state.params, data, pre.stale_adv, hp.epsilon,
-        config.chunk_size, jnp.sum(removed_round > 0), forget_loss,
+        apply_fn, work.train.params, data, pre.stale_adv, hp.epsilon,
+        config.chunk_size, jnp.sum(work.removed_round > 0), work.forget_loss,
         config.overfit_check_size)
-    _report(progress, "round", round=round_index, metrics=metrics,
+    _report(progress, "round", round=work.round, metrics=metrics,
             active=active)
-    history = jax.tree.map(lambda h, x: h.at[round_index].set(x),
+    history = jax.tree.map(lambda h, x: h.at[work.round].set(x),
                            loop.history, metrics)
-    return RoundsState(state, removed_round, round_index,
+    return RoundsState(work.train, work.removed_round, work.round,
                        stop_accuracy(metrics, data) >= hp.target_accuracy,
                        history)
+
+  return finish
+
+
+def make_round(config: Config, progress: ProgressFn | None = None):
+  """Builds `one_round(state, key, pretrained, data, hparams, active) ->
+  RoundsState`: round `state.round + 1` of `config.method` (select, unlearn,
+  evaluate), its randomness drawn from (key, round) alone; `active` (bool)
+  marks its progress reports as those of a seed still running. The same
+  as `make_round_start`, `make_round_epochs` over all the round's epochs and
+  `make_round_finish`, as one program."""
+  start = make_round_start(config)
+  epochs = make_round_epochs(config, config.retrain_epochs, progress)
+  finish = make_round_finish(config, progress)
+
+  def one_round(loop: RoundsState, key: jax.Array, pre: Pretrained,
+                data: Dataset, hp: HParams, active: jax.Array) -> RoundsState:
+    # Under vmap this runs for seeds already done too, whose results the
+    # while loop discards; `active` tells their progress reports apart.
+    work = start(loop, key, pre, data, hp)
+    work = epochs(work, key, pre, data, hp, jnp.int32(0), active)
+    return finish(loop, work, pre, data, hp, active)
 
   return one_round
 

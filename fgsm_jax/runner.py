@@ -214,17 +214,34 @@ def pretrain_saved(config, keys, data, hparams,
   return pre, compile_s, run_s, done
 
 
+def _latest_rounds(saved: checkpoint.RunCheckpoints, init, pre, data,
+                   hparams, seeds_axis):
+  """(the rounds' state: the newest saved in `saved`, else `init`'s; rounds
+  it has run; the round restored, or None)."""
+  like = checkpoint.abstract(jax.eval_shape(init, pre, data, hparams))
+  done = saved.latest_round()
+  if done is None:
+    return init(pre, data, hparams), 0, None
+  return (jax.device_put(saved.restore_round(done, like), seeds_axis), done,
+          done)
+
+
 def run_rounds_saved(config, mesh, keys, pre, data, hparams,
                      saved: checkpoint.RunCheckpoints, progress=None,
                      control=False, control_progress=None):
   """`config`'s rounds from the pretrained models `pre` (seed-vmapped), one
   compiled segment call per round, the state saved in `saved` after each;
-  starts from the newest round saved there.
+  starts from the newest round saved there. Rounds of several epochs run
+  epoch by epoch and are saved after each epoch too
+  (`_run_rounds_by_epoch`).
 
   Returns (RoundsState, or Paired of them with `control`; compile s; run s;
   the round restored, or None).
   """
   n = config.seeds
+  if config.retrain_epochs > 1:
+    return _run_rounds_by_epoch(config, mesh, keys, pre, data, hparams, saved,
+                                progress, control, control_progress)
   if control:
     init_fn = loop.init_paired
     segment_fn = loop.make_paired_segment(config, progress, control_progress)
@@ -236,12 +253,8 @@ def run_rounds_saved(config, mesh, keys, pre, data, hparams,
   segment = jax.jit(loop.vmap_seeds(
       segment_fn, n, batched=(True, True, True, False, False, False)))
   seeds_axis = NamedSharding(mesh, PartitionSpec("seeds"))
-  state_like = checkpoint.abstract(jax.eval_shape(init, pre, data, hparams))
-  done = resumed = saved.latest_round()
-  if done is not None:
-    state = jax.device_put(saved.restore_round(done, state_like), seeds_axis)
-  else:
-    state, done = init(pre, data, hparams), 0
+  state, done, resumed = _latest_rounds(saved, init, pre, data, hparams,
+                                        seeds_axis)
   skipped = done * config.retrain_epochs * (2 if control else 1)
   if skipped and hasattr(progress, "skip_epochs"):
     # A progress printer counting epochs (the control's too, when it shares
@@ -262,3 +275,98 @@ def run_rounds_saved(config, mesh, keys, pre, data, hparams,
   return state, compile_s, time.perf_counter() - start, resumed
 
 
+def _run_rounds_by_epoch(config, mesh, keys, pre, data, hparams,
+                         saved: checkpoint.RunCheckpoints, progress=None,
+                         control=False, control_progress=None):
+  """`run_rounds_saved` for rounds of several epochs: each round as its
+  start (selection), one compiled call per epoch and its finish (metrics),
+  the round under way saved after each of its epochs but the last and the
+  rounds after each round, so a run cut off mid-round loses one epoch at
+  most. With `control` the control's round runs beside the method's, epoch
+  by epoch, from the same keys. Starts from the newest state saved. A seed
+  whose rule has stopped it runs the calls with the others and keeps its
+  state (as under the rounds' while loop)."""
+  n = config.seeds
+  epochs_per_round = config.retrain_epochs
+  arms = [(config, progress)]
+  if control:
+    arms.append((loop.control_config(config), control_progress))
+  starts = [loop.make_round_start(c) for c, _ in arms]
+  epoch_fns = [loop.make_round_epochs(c, 1, p) for c, p in arms]
+  finishes = [loop.make_round_finish(c, p) for c, p in arms]
+  # The method's state alone, or Paired(method's, control's).
+  wrap = (lambda xs: loop.Paired(*xs)) if control else (lambda xs: xs[0])
+  unwrap = (lambda s: [s.method, s.control]) if control else (lambda s: [s])
+
+  def start_fn(state, key, pre, data, hp):
+    return wrap([f(s, key, pre, data, hp)
+                 for f, s in zip(starts, unwrap(state))])
+
+  def epoch_fn(work, key, pre, data, hp, first, active):
+    return wrap([f(w, key, pre, data, hp, first, active)
+                 for f, w in zip(epoch_fns, unwrap(work))])
+
+  def finish_fn(state, work, pre, data, hp, active):
+    new = wrap([f(s, w, pre, data, hp, active)
+                for f, s, w in zip(finishes, unwrap(state), unwrap(work))])
+    return jax.tree.map(lambda a, b: jnp.where(active, a, b), new, state)
+
+  init = jax.jit(loop.vmap_seeds(
+      functools.partial(loop.init_paired if control else loop.init_rounds,
+                        config), n, batched=(True, False, False)))
+  start_round = jax.jit(loop.vmap_seeds(
+      start_fn, n, batched=(True, True, True, False, False)))
+  epoch = jax.jit(loop.vmap_seeds(
+      epoch_fn, n, batched=(True, True, True, False, False, False, True)))
+  finish = jax.jit(loop.vmap_seeds(
+      finish_fn, n, batched=(True, True, True, False, False, True)))
+  method_done = lambda s: unwrap(s)[0].done
+  seeds_axis = NamedSharding(mesh, PartitionSpec("seeds"))
+  state, done, resumed = _latest_rounds(saved, init, pre, data, hparams,
+                                        seeds_axis)
+  work_like = checkpoint.abstract(
+      jax.eval_shape(start_round, state, keys, pre, data, hparams))
+  under_way = saved.latest_round_epoch(epochs_per_round)
+  if under_way is not None and under_way[0] != done + 1:
+    under_way = None  # Of a round saved since (or of another run's count).
+  skipped = (done * epochs_per_round
+             + (under_way[1] if under_way else 0)) * len(arms)
+  if skipped and hasattr(progress, "skip_epochs"):
+    progress.skip_epochs(skipped)
+  compiled = {}
+  compile_s = 0.0
+
+  def call(name, program, *args):
+    """`program(*args)`, compiled on its first call (the compile timed)."""
+    nonlocal compile_s
+    if name not in compiled:
+      t = time.perf_counter()
+      compiled[name] = program.lower(*args).compile()
+      compile_s += time.perf_counter() - t
+    return jax.block_until_ready(compiled[name](*args))
+
+  start = time.perf_counter()
+  while (done < config.rounds
+         and not bool(np.all(jax.device_get(method_done(state))))):
+    active = ~method_done(state)
+    if under_way is not None:
+      first = under_way[1]
+      work = jax.device_put(
+          saved.restore_round_epoch(done + 1, first, epochs_per_round,
+                                    work_like), seeds_axis)
+      if resumed is None:
+        resumed = done
+      under_way = None
+    else:
+      first = 0
+      work = call("start", start_round, state, keys, pre, data, hparams)
+    for e in range(first, epochs_per_round):
+      work = call("epoch", epoch, work, keys, pre, data, hparams,
+                  jnp.int32(e), active)
+      if e + 1 < epochs_per_round:
+        saved.save_round_epoch(done + 1, e + 1, epochs_per_round, work)
+    state = call("finish", finish, state, work, pre, data, hparams, active)
+    done += 1
+    saved.save_round(done, state)
+  run_s = time.perf_counter() - start - compile_s
+  return state, compile_s, run_s, resumed

@@ -1,6 +1,7 @@
 """Checkpoints: a run killed mid-way (SIGKILL) and started again ends as an
 uninterrupted one, without running its completed rounds again."""
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -174,6 +175,27 @@ class _Stop(Exception):
   pass
 
 
+@contextlib.contextmanager
+def _stopped_after(save_name, when):
+  """Inside, `RunCheckpoints.<save_name>` saves, then raises _Stop (a crash
+  just after the save) when `when(*its arguments but the tree)`; the body
+  must stop so."""
+  from fgsm_jax import checkpoint
+  save = getattr(checkpoint.RunCheckpoints, save_name)
+
+  def save_then_stop(self, *args):
+    save(self, *args)
+    if when(*args[:-1]):
+      raise _Stop
+
+  setattr(checkpoint.RunCheckpoints, save_name, save_then_stop)
+  try:
+    with pytest.raises(_Stop):
+      yield
+  finally:
+    setattr(checkpoint.RunCheckpoints, save_name, save)
+
+
 def test_the_initial_training_goes_on_from_its_last_epoch(tmp_path,
                                                           small_mnist):
   """Cut off after epoch 1 of 3, the initial training started again runs
@@ -181,13 +203,10 @@ def test_the_initial_training_goes_on_from_its_last_epoch(tmp_path,
   import jax
   import numpy as np
   from fgsm_jax import checkpoint, config as config_lib, loop, runner
+  from fgsm_jax import data as data_lib
   config = config_lib.get_config("smoke", seeds=2, epochs=3, train_size=512,
                                  test_size=128)
-  dataset = jax.device_put(small_mnist._replace(
-      train_images=small_mnist.train_images[:512],
-      train_labels=small_mnist.train_labels[:512],
-      test_images=small_mnist.test_images[:128],
-      test_labels=small_mnist.test_labels[:128]))
+  dataset = jax.device_put(data_lib.take(small_mnist, 512, 128))
   keys, hp = loop.seed_keys(config), loop.hparams_from(config)
   identity = {"config": config.to_dict()}
 
@@ -196,17 +215,8 @@ def test_the_initial_training_goes_on_from_its_last_epoch(tmp_path,
     return runner.pretrain_saved(config, keys, dataset, hp, saved, progress)
 
   whole = run("whole")[0]
-  save = checkpoint.RunCheckpoints.save_epoch
-  def save_then_stop(self, completed, tree):
-    save(self, completed, tree)
-    if completed == 1:
-      raise _Stop
-  checkpoint.RunCheckpoints.save_epoch = save_then_stop
-  try:
-    with pytest.raises(_Stop):
-      run("cut")
-  finally:
-    checkpoint.RunCheckpoints.save_epoch = save
+  with _stopped_after("save_epoch", lambda completed: completed == 1):
+    run("cut")
   epochs = []
   progress = lambda kind, values: epochs.append(int(values["epoch"])) \
       if kind == "epoch" else None
@@ -219,6 +229,97 @@ def test_the_initial_training_goes_on_from_its_last_epoch(tmp_path,
   # Once whole, the initial training is restored, not run.
   epochs.clear()
   assert run("cut", progress)[3] == config.epochs and not epochs
+
+
+@pytest.mark.parametrize("control", [False, True])
+def test_a_round_of_several_epochs_goes_on_from_its_last_epoch(
+    tmp_path, small_mnist, control):
+  """Rounds of 3 epochs run epoch by epoch (the control's beside the
+  method's, with `control`): cut off after epoch 1 of round 2, the rounds
+  started again run that round's epochs 2-3 only and end with the state an
+  uninterrupted run gives, bit for bit; the epoch-by-epoch run ends where
+  the rounds' one-program segment does (every seed's rounds, each round's
+  accuracies to within two examples, the weights but for rounding); a seed
+  whose rule stopped it keeps its state."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from fgsm_jax import checkpoint, config as config_lib, loop, runner
+  from fgsm_jax import data as data_lib, sharding
+  config = config_lib.get_config("smoke", seeds=2, epochs=1, rounds=2,
+                                 retrain_epochs=3, train_size=512,
+                                 test_size=128, forget_per_round=16)
+  dataset = jax.device_put(data_lib.take(small_mnist, 512, 128))
+  keys, hp = loop.seed_keys(config), loop.hparams_from(config)
+  hp = hp.replace(target_accuracy=jnp.float32(1.1))  # Every round runs.
+  mesh = sharding.seed_mesh(config.seeds)
+  pre = jax.jit(loop.vmap_seeds(loop.make_pretrain(config), 2))(
+      keys, dataset, hp)
+  identity = {"config": config.to_dict()}
+  arms = (lambda s: [s.method, s.control]) if control else (lambda s: [s])
+
+  def run(folder, progress=None, target=hp):
+    saved = checkpoint.RunCheckpoints(str(tmp_path / folder), identity)
+    return runner.run_rounds_saved(config, mesh, keys, pre, dataset, target,
+                                   saved, progress, control=control,
+                                   control_progress=progress)
+
+  whole = jax.device_get(run("whole")[0])
+  with _stopped_after("save_round_epoch",
+                      lambda round_index, epochs_run, *_: (
+                          (round_index, epochs_run) == (2, 1))):
+    run("cut")
+  epochs = []
+  progress = lambda kind, values: epochs.append(
+      (int(values["round"]), int(values["epoch"]))) if kind == "epoch" else None
+  again, _, _, restored = run("cut", progress)
+  assert restored == 1
+  assert sorted(set(epochs)) == [(2, 2), (2, 3)]
+  # Reported once per seed, and per arm with the control.
+  assert len(epochs) == 2 * config.seeds * len(arms(whole))
+  for a, b in zip(jax.tree.leaves(jax.device_get(again)),
+                  jax.tree.leaves(whole)):
+    np.testing.assert_array_equal(a, b)
+  # Saved whole, the rounds are restored, not run; nothing under way stays.
+  assert not list((tmp_path / "cut" / "round-epochs").iterdir())
+  epochs.clear()
+  assert run("cut", progress)[3] == config.rounds and not epochs
+
+  # The one-program rounds (the while loop over whole rounds).
+  make = loop.make_paired_segment if control else loop.make_round_segment
+  segment = jax.jit(loop.vmap_seeds(
+      make(config), 2, batched=(True, True, True, False, False, False)))
+  init_fn = loop.init_paired if control else loop.init_rounds
+  init = jax.vmap(lambda p: init_fn(config, p, dataset, hp))(pre)
+  one = jax.device_get(segment(init, keys, pre, dataset, hp,
+                               jnp.int32(config.rounds)))
+  flat = lambda tree: np.concatenate(
+      [np.ravel(x) for x in jax.tree.leaves(jax.device_get(tree))])
+  for by_epoch, in_one in zip(arms(whole), arms(one)):
+    np.testing.assert_array_equal(by_epoch.round, in_one.round)
+    for name in ("clean_accuracy", "fgsm_accuracy"):
+      np.testing.assert_allclose(getattr(by_epoch.history, name),
+                                 getattr(in_one.history, name), atol=2 / 128)
+    # The weights' difference is far below how far the rounds moved them
+    # (every epoch drawing epoch 0's minibatches gave 7% of it, on AMD).
+    moved = np.mean(np.abs(flat(by_epoch.train.params)
+                           - flat(pre.train.params)))
+    assert np.mean(np.abs(flat(by_epoch.train.params)
+                          - flat(in_one.train.params))) < 0.01 * moved
+
+  # A seed stopped by its rule (the one above a target set between the two
+  # seeds' round-0 figures) keeps its round-0 state; the other runs on.
+  first = np.asarray(jax.device_get(pre.first.fgsm_accuracy))
+  if first[0] == first[1]:
+    pytest.skip("the two seeds' round-0 figures are equal")
+  high = int(np.argmax(first))
+  target = hp.replace(target_accuracy=jnp.float32(first.mean()))
+  for stopped in arms(jax.device_get(run("stopped", target=target)[0])):
+    assert int(stopped.round[high]) == 0
+    assert int(stopped.round[1 - high]) >= 1
+    np.testing.assert_array_equal(
+        flat(jax.tree.map(lambda x: x[high], stopped.train.params)),
+        flat(jax.tree.map(lambda x: x[high], pre.train.params)))
 
 
 def test_an_earlier_versions_run_json_is_read_as_this_version_writes_it(
