@@ -355,6 +355,11 @@ def test_the_study_is_compare_then_report_on_the_study_preset(tmp_path):
   assert ("--methods=remove_retrain,control,remove_test_indices "
           in chosen.stdout.splitlines()[0])
   assert "--pretrained_from" not in chosen.stdout
+  # Table 1's hypothesis (f) is MNIST's: another dataset trains two arms.
+  fashion = run_module("experiments.study", "--dry_run",
+                       "--dataset=fashion_mnist", "--seeds=3")
+  assert ("--methods=remove_retrain,control "
+          in fashion.stdout.splitlines()[0])
   bad = run_module("experiments.study", "--methods=remove_retrain,nope")
   error_line(bad, 2, "unknown methods ['nope']")
 
