@@ -342,16 +342,15 @@ def _round_parts(config: Config):
 
 
 def make_round_start(config: Config):
-  """Builds `start(state, key, pretrained, data, hparams) -> RoundWork`: the
+  """Builds `start(state, data, hparams) -> RoundWork`: the
   first part of round `state.round + 1` of `config.method`, before any of
   its epochs: select and remove (methods that do), craft the forget batch,
   reset the optimizer (methods that do), SalUn's mask."""
   apply_fn, method = _round_parts(config)
   k = config.forget_per_round
 
-  def start(loop: RoundsState, key: jax.Array, pre: Pretrained,
-            data: Dataset, hp: HParams) -> RoundWork:
-    del key, pre  # The selection is deterministic.
+  def start(loop: RoundsState, data: Dataset, hp: HParams) -> RoundWork:
+    # No key: the selection is deterministic.
     optimizer = optax.adam(hp.learning_rate)
     round_index = loop.round + 1
     state = loop.train
@@ -472,7 +471,7 @@ def make_round(config: Config, progress: ProgressFn | None = None):
                 data: Dataset, hp: HParams, active: jax.Array) -> RoundsState:
     # Under vmap this runs for seeds already done too, whose results the
     # while loop discards; `active` tells their progress reports apart.
-    work = start(loop, key, pre, data, hp)
+    work = start(loop, data, hp)
     work = epochs(work, key, pre, data, hp, jnp.int32(0), active)
     return finish(loop, work, pre, data, hp, active)
 

@@ -298,9 +298,8 @@ def _run_rounds_by_epoch(config, mesh, keys, pre, data, hparams,
   wrap = (lambda xs: loop.Paired(*xs)) if control else (lambda xs: xs[0])
   unwrap = (lambda s: [s.method, s.control]) if control else (lambda s: [s])
 
-  def start_fn(state, key, pre, data, hp):
-    return wrap([f(s, key, pre, data, hp)
-                 for f, s in zip(starts, unwrap(state))])
+  def start_fn(state, data, hp):
+    return wrap([f(s, data, hp) for f, s in zip(starts, unwrap(state))])
 
   def epoch_fn(work, key, pre, data, hp, first, active):
     return wrap([f(w, key, pre, data, hp, first, active)
@@ -315,7 +314,7 @@ def _run_rounds_by_epoch(config, mesh, keys, pre, data, hparams,
       functools.partial(loop.init_paired if control else loop.init_rounds,
                         config), n, batched=(True, False, False)))
   start_round = jax.jit(loop.vmap_seeds(
-      start_fn, n, batched=(True, True, True, False, False)))
+      start_fn, n, batched=(True, False, False)))
   epoch = jax.jit(loop.vmap_seeds(
       epoch_fn, n, batched=(True, True, True, False, False, False, True)))
   finish = jax.jit(loop.vmap_seeds(
@@ -325,7 +324,7 @@ def _run_rounds_by_epoch(config, mesh, keys, pre, data, hparams,
   state, done, resumed = _latest_rounds(saved, init, pre, data, hparams,
                                         seeds_axis)
   work_like = checkpoint.abstract(
-      jax.eval_shape(start_round, state, keys, pre, data, hparams))
+      jax.eval_shape(start_round, state, data, hparams))
   under_way = saved.latest_round_epoch(epochs_per_round)
   if under_way is not None and under_way[0] != done + 1:
     under_way = None  # Of a round saved since (or of another run's count).
@@ -359,7 +358,7 @@ def _run_rounds_by_epoch(config, mesh, keys, pre, data, hparams,
       under_way = None
     else:
       first = 0
-      work = call("start", start_round, state, keys, pre, data, hparams)
+      work = call("start", start_round, state, data, hparams)
     for e in range(first, epochs_per_round):
       work = call("epoch", epoch, work, keys, pre, data, hparams,
                   jnp.int32(e), active)
