@@ -20,7 +20,10 @@ Table 1 beside ours, the comparison under PGD, white-box vs stale, failed
 checks) and the plots sweep.png, rounds.png and digits.png. Re-running on
 the same folder with the same attacks keeps the models already measured (an
 interrupted report resumes, within a seed from its last block of
---block_size examples).
+--block_size examples). A run trained from another's initial models
+(`experiments.compare --pretrained_from=DIR`) takes DIR's report blocks of
+those models and its transfer examples rather than measuring them again
+(`--measured_in`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import socket
 import sys
 import time
@@ -100,6 +104,15 @@ flags.DEFINE_bool("help_shards", True,
                   "with --shards: once this shard's blocks are saved, measure "
                   "the other shards' unsaved ones, from the last one back")
 flags.DEFINE_integer("seed", 0, "attack PRNG seed")
+flags.DEFINE_string("measured_in", None,
+                    "another report's folder whose saved blocks and transfer "
+                    "examples are taken instead of measured again where they "
+                    "measure the same thing: a file of the same name (model, "
+                    "seed, block and every attack setting are in it) and, "
+                    "for a block, that folder's model bit for bit the same "
+                    "as ours for that seed. Default: the folder the run's "
+                    "initial models came from (comparison.json's "
+                    "pretrained_from); '' for none")
 common.define_data_flags(dataset_default=None)
 
 OTHER_MODEL = {"lenet": "lenet5", "lenet5": "lenet"}
@@ -180,11 +193,15 @@ def main(argv):
                            sort_keys=True)
     cache = os.path.join(run_dir, "transfer-%s.npz" % hashlib.sha256(
         described.encode()).hexdigest()[:12])
+    if measured.take(cache):
+      print(f"transfer examples: taken from {measured.folder}", flush=True)
     if os.path.exists(cache):
       with np.load(cache) as saved:
         crafted = {k: jnp.asarray(saved[k]) for k in source_configs}
+        info = (json.loads(str(saved[_SOURCES])) if _SOURCES in saved.files
+                else common.earlier_json(out_json).get("transfer_sources", {}))
       print(f"transfer examples: {cache}, kept", flush=True)
-      return crafted, common.earlier_json(out_json).get("transfer_sources", {})
+      return crafted, info
     crafted, info = {}, {}
     for i, (name, c) in enumerate(source_configs.items()):
       start = time.perf_counter()
@@ -203,7 +220,8 @@ def main(argv):
             f"clean {info[name]['source_clean_accuracy']:.4f}, its own PGD "
             f"{info[name]['source_pgd_accuracy']:.4f}", flush=True)
     tmp = cache + ".tmp.npz"
-    np.savez_compressed(tmp, **{k: np.asarray(v) for k, v in crafted.items()})
+    np.savez_compressed(tmp, **{k: np.asarray(v) for k, v in crafted.items()},
+                        **{_SOURCES: np.asarray(json.dumps(info))})
     os.replace(tmp, cache)
     return crafted, info
 
@@ -243,6 +261,10 @@ def main(argv):
     path_of = lambda b: os.path.join(
         run_dir, "report-blocks", f"{name}-seed{s + 1}-block{b + 1}of"
         f"{n // block}-{block_tag}.npz")
+    for b in range(n // block):
+      if params is not None and measured.take(path_of(b), name, s, params):
+        print(f"  {name} seed {s + 1} block {b + 1}/{n // block}: taken from "
+              f"{measured.folder} (the same model and attacks)", flush=True)
     return one, n // block, path_of
 
   def evaluate_seed(name, n, s, params):
@@ -278,6 +300,9 @@ def main(argv):
       [attack_info, sweep, FLAGS.seed, FLAGS.block_size],
       sort_keys=True).encode()).hexdigest()[:12]
   entries = {m["method"]: m for m in comparison["methods"]}
+  measured = _Measured(
+      FLAGS.measured_in if FLAGS.measured_in is not None
+      else comparison.get("setup", {}).get("pretrained_from") or "", run_dir)
   params_files = {name: os.path.join(run_dir, f"params-{name}.msgpack")
                   for name in ["initial"] + list(entries)}
   if FLAGS.unlearn_dir:
@@ -433,6 +458,52 @@ def _measure_shard(params_files, sizes, blocks_of):
       f"{missing} block(s) of the other shards not saved yet" if missing
       else "every block is saved") + "; the same command without --shards "
       "writes the report (measuring what is missing)", flush=True)
+
+
+# The transfer sources' description, kept in the transfer examples' file.
+_SOURCES = "__sources__"
+
+
+class _Measured:
+  """Another report's folder (`folder`; '' for none) whose saved files this
+  report takes instead of measuring them again (`take`)."""
+
+  def __init__(self, folder: str, run_dir: str):
+    self.folder, self._run_dir, self._params = folder, run_dir, {}
+
+  def _same_model(self, name: str, s: int, params) -> bool:
+    """Whether the folder's `name` model of seed index `s` is `params`, bit
+    for bit."""
+    if name not in self._params:
+      path = os.path.join(self.folder, f"params-{name}.msgpack")
+      self._params[name] = (results.read_params(path) if os.path.exists(path)
+                            else None)
+    theirs = self._params[name]
+    if theirs is None or s >= jax.tree.leaves(theirs)[0].shape[0]:
+      return False
+    theirs = jax.tree.map(lambda x: np.asarray(x[s]), theirs)
+    if jax.tree.structure(theirs) != jax.tree.structure(params):
+      return False
+    return all(a.shape == np.shape(b) and np.array_equal(a, np.asarray(b))
+               for a, b in zip(jax.tree.leaves(theirs),
+                               jax.tree.leaves(params)))
+
+  def take(self, path: str, name: str | None = None, s: int = 0,
+           params=None) -> bool:
+    """Copies `path`'s namesake in the folder to `path` when `path` does not
+    exist yet and, for a model's file (`name`), the folder's model of seed
+    `s` is `params`. True if copied."""
+    if not self.folder or os.path.exists(path):
+      return False
+    source = os.path.join(self.folder, os.path.relpath(path, self._run_dir))
+    if not os.path.exists(source) or (
+        name is not None and not self._same_model(name, s, params)):
+      return False
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, path)
+    return True
 
 
 def _claim(path) -> bool:

@@ -497,3 +497,54 @@ def test_report_shards_split_the_blocks_and_one_run_writes_the_report(
   error_line(unblocked, 2, "would be measured in one call")
   bad = report(sharded, "--shards=2", "--shard=2")
   error_line(bad, 2, "--shard=2 --shards=2: need")
+
+
+def test_a_report_takes_what_the_initial_models_folder_measured(compared,
+                                                                tmp_path):
+  """A run whose initial models came from another folder (comparison.json's
+  pretrained_from) takes that folder's report blocks of a model only where
+  the model of that seed is bit for bit the same, and its transfer
+  examples (whose file name holds everything they depend on); the rest is
+  measured. The blocks taken read back as the figures measured there."""
+  from fgsm_jax import results
+  source, ours = tmp_path / "source", tmp_path / "ours"
+  for out in (source, ours):
+    out.mkdir()
+    for model in ("initial", "control"):
+      shutil.copy(compared[0] / f"params-{model}.msgpack", out)
+  comparison = json.loads((compared[0] / "comparison.json").read_text())
+  (source / "comparison.json").write_text(json.dumps(comparison))
+  comparison["setup"]["pretrained_from"] = str(source)
+  (ours / "comparison.json").write_text(json.dumps(comparison))
+  # Our control's second seed differs from the source's by one weight.
+  control = results.read_params(str(ours / "params-control.msgpack"))
+  leaves, tree = jax.tree.flatten(control)
+  leaves[0] = np.asarray(leaves[0]).copy()
+  leaves[0][1].flat[0] += 0.5
+  results.write_params(str(ours / "params-control.msgpack"),
+                       jax.tree.unflatten(tree, leaves))
+  def report(out, *extra):
+    return run_module(
+        "experiments.report", f"--compare_dir={out}", "--test_size=64",
+        "--block_size=32", "--pgd_steps=2", "--pgd_restarts=1",
+        "--noise_draws=2", "--sweep=0,0.1", "--autoattack=fast",
+        "--aa_apgd_steps=2", "--aa_target_classes=1", "--notransfer_other",
+        "--noexplain", "--noplots", f"--data_dir={mnist_dir()}", *extra)
+  first = report(source)
+  assert first.returncode == 0, first.stderr[-3000:]
+  assert "transfer_same: source" in first.stdout
+  taken = report(ours)
+  assert taken.returncode == 0, taken.stderr[-3000:]
+  assert "transfer examples: taken from" in taken.stdout
+  assert "transfer_same: source" not in taken.stdout  # Not trained again.
+  # initial: 2 seeds x 2 blocks; control: seed 1's 2 blocks.
+  assert len(re.findall(r"block \d/2: taken from", taken.stdout)) == 6
+  assert "control seed 2 block 1/2: taken" not in taken.stdout
+  assert len(re.findall(r"control seed 2: block \d/2: PGD", taken.stdout)) == 2
+  got, want = (json.loads((out / "report.json").read_text())
+               for out in (ours, source))
+  assert got["transfer_sources"] == want["transfer_sources"] != {}
+  got, want = ({m["model"]: m for m in r["models"]} for r in (got, want))
+  assert got["initial"]["per_seed"] == want["initial"]["per_seed"]
+  assert (got["control"]["per_seed"][0]["accuracy"]
+          == want["control"]["per_seed"][0]["accuracy"])
