@@ -428,6 +428,17 @@ def test_a_comparison_from_another_folders_initial_models(compared,
              2, "trained otherwise: epochs (1 there, 2 here)")
 
 
+def _small_report(out, *extra):
+  """experiments.report on `out` with the suite cut to seconds: 64 test
+  digits in blocks of 32, one transfer source, no explanation or plots."""
+  return run_module(
+      "experiments.report", f"--compare_dir={out}", "--test_size=64",
+      "--block_size=32", "--pgd_steps=2", "--pgd_restarts=1",
+      "--noise_draws=2", "--sweep=0,0.1", "--autoattack=fast",
+      "--aa_apgd_steps=2", "--aa_target_classes=1", "--notransfer_other",
+      "--noexplain", "--noplots", f"--data_dir={mnist_dir()}", *extra)
+
+
 def test_report_shards_split_the_blocks_and_one_run_writes_the_report(
     compared, tmp_path):
   """Two --shards processes measure disjoint halves of the blocks and write
@@ -443,15 +454,8 @@ def test_report_shards_split_the_blocks_and_one_run_writes_the_report(
       shutil.copy(compared[0] / f"params-{model}.msgpack", out)
     return out
   sharded, single = copy("sharded"), copy("single")
-  def report(out, *extra):
-    return run_module(
-        "experiments.report", f"--compare_dir={out}", "--test_size=64",
-        "--block_size=32", "--pgd_steps=2", "--pgd_restarts=1",
-        "--noise_draws=2", "--sweep=0,0.1", "--autoattack=fast",
-        "--aa_apgd_steps=2", "--aa_target_classes=1", "--notransfer_other",
-        "--noexplain", "--noplots", f"--data_dir={mnist_dir()}", *extra)
   blocks = lambda: {p.name for p in (sharded / "report-blocks").glob("*.npz")}
-  first = report(sharded, "--shards=2", "--shard=0", "--nohelp_shards")
+  first = _small_report(sharded, "--shards=2", "--shard=0", "--nohelp_shards")
   assert first.returncode == 0, first.stderr[-3000:]
   # 3 models x 2 seeds x 2 blocks, dealt out seed by seed.
   assert "shard 0/2: 6 of 12 blocks are this shard's" in first.stdout
@@ -471,7 +475,7 @@ def test_report_shards_split_the_blocks_and_one_run_writes_the_report(
             lost[2]: f"{socket.gethostname()} {ended.stdout.strip()}"}
   for name, holder in claims.items():
     (sharded / "report-blocks" / f"{name}.claim").write_text(holder)
-  second = report(sharded, "--shards=2", "--shard=1")
+  second = _small_report(sharded, "--shards=2", "--shard=1")
   assert second.returncode == 0, second.stderr[-3000:]
   assert len(re.findall(r"shard 1/2: \d/6: .*: PGD", second.stdout)) == 6
   assert len(re.findall(r"shard 1/2: helping: .*: PGD", second.stdout)) == 2
@@ -480,12 +484,12 @@ def test_report_shards_split_the_blocks_and_one_run_writes_the_report(
   assert len(blocks()) == 11 and lost[1] not in blocks()
   assert sorted(p.name for p in (sharded / "report-blocks").glob("*.claim")
                 ) == [f"{lost[1]}.claim"]  # The helper's own: removed.
-  whole = report(sharded)
+  whole = _small_report(sharded)
   assert whole.returncode == 0, whole.stderr[-3000:]
   # Every block read back but the one left to the other host's process.
   assert len(re.findall(r"block \d/2: PGD", whole.stdout)) == 1
   assert whole.stdout.count("measured before, kept") == 11
-  alone = report(single)
+  alone = _small_report(single)
   assert alone.returncode == 0, alone.stderr[-3000:]
   got, want = (json.loads((out / "report.json").read_text())["models"]
                for out in (sharded, single))
@@ -493,9 +497,9 @@ def test_report_shards_split_the_blocks_and_one_run_writes_the_report(
   for a, b in zip(got, want):
     assert [s["accuracy"] for s in a["per_seed"]] == [
         s["accuracy"] for s in b["per_seed"]]
-  unblocked = report(sharded, "--shards=2", "--block_size=0")
+  unblocked = _small_report(sharded, "--shards=2", "--block_size=0")
   error_line(unblocked, 2, "would be measured in one call")
-  bad = report(sharded, "--shards=2", "--shard=2")
+  bad = _small_report(sharded, "--shards=2", "--shard=2")
   error_line(bad, 2, "--shard=2 --shards=2: need")
 
 
@@ -523,17 +527,10 @@ def test_a_report_takes_what_the_initial_models_folder_measured(compared,
   leaves[0][1].flat[0] += 0.5
   results.write_params(str(ours / "params-control.msgpack"),
                        jax.tree.unflatten(tree, leaves))
-  def report(out, *extra):
-    return run_module(
-        "experiments.report", f"--compare_dir={out}", "--test_size=64",
-        "--block_size=32", "--pgd_steps=2", "--pgd_restarts=1",
-        "--noise_draws=2", "--sweep=0,0.1", "--autoattack=fast",
-        "--aa_apgd_steps=2", "--aa_target_classes=1", "--notransfer_other",
-        "--noexplain", "--noplots", f"--data_dir={mnist_dir()}", *extra)
-  first = report(source)
+  first = _small_report(source)
   assert first.returncode == 0, first.stderr[-3000:]
   assert "transfer_same: source" in first.stdout
-  taken = report(ours)
+  taken = _small_report(ours)
   assert taken.returncode == 0, taken.stderr[-3000:]
   assert "transfer examples: taken from" in taken.stdout
   assert "transfer_same: source" not in taken.stdout  # Not trained again.
