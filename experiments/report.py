@@ -22,7 +22,8 @@ the same folder with the same attacks keeps the models already measured (an
 interrupted report resumes, within a seed from its last block of
 --block_size examples). A run trained from another's initial models
 (`experiments.compare --pretrained_from=DIR`) takes DIR's report blocks of
-those models and its transfer examples rather than measuring them again
+those models, its transfer examples and its raw-pixel model (the
+explanation's) rather than measuring or training them again
 (`--measured_in`).
 """
 
@@ -105,8 +106,8 @@ flags.DEFINE_bool("help_shards", True,
                   "the other shards' unsaved ones, from the last one back")
 flags.DEFINE_integer("seed", 0, "attack PRNG seed")
 flags.DEFINE_string("measured_in", None,
-                    "another report's folder whose saved blocks and transfer "
-                    "examples are taken instead of measured again where they "
+                    "another report's folder whose saved blocks, transfer "
+                    "examples and raw-pixel model are taken instead of measured again where they "
                     "measure the same thing: a file of the same name (model, "
                     "seed, block and every attack setting are in it) and, "
                     "for a block, that folder's model bit for bit the same "
@@ -391,6 +392,10 @@ def main(argv):
   results.write_json_atomic(out_json, report)
   if (FLAGS.explain and config.dataset == "mnist"
       and os.path.exists(params_files.get("initial", ""))):
+    if measured.take(paper_pipelines.raw_pixel_params_path(config, dataset,
+                                                           run_dir)):
+      print(f"explanation: the raw-pixel model taken from {measured.folder}",
+            flush=True)
     report["explanation"] = paper_pipelines.explain_run(
         config, dataset, sizes["initial"], comparison, run_dir,
         explain_epsilons, FLAGS.chunk_size, earlier_explanation)

@@ -286,6 +286,25 @@ def test_selection_rows(comparison: dict) -> dict | None:
   return _final_figures(comparison, "remove_test_indices", "fgsm")
 
 
+def _raw_pixel_config(config):
+  """The config the raw-pixel model of `explain_run` trains with: the
+  initial models' settings, another seed."""
+  return dataclasses.replace(config, seed=config.seed + 3000, seeds=1)
+
+
+def raw_pixel_params_path(config, dataset, run_dir: str) -> str:
+  """Where `explain_run` keeps a run's raw-pixel model: in `run_dir`, named
+  by what its training depends on (the pretraining fields,
+  `config.PRETRAINING_FIELDS`, and the training-set size), so runs that
+  share their initial models (`experiments.compare --pretrained_from`)
+  name it alike whatever their rounds."""
+  identity = [_raw_pixel_config(config).pretraining_identity(),
+              int(dataset.train_labels.shape[0])]
+  return os.path.join(run_dir, "params-raw_pixels-%s.msgpack" % (
+      hashlib.sha256(json.dumps(identity, sort_keys=True).encode())
+      .hexdigest()[:12]))
+
+
 def explain_run(config, dataset, test_examples: int, comparison: dict,
                 run_dir: str, epsilons, chunk_size: int = 500,
                 earlier: dict | None = None) -> dict:
@@ -300,7 +319,7 @@ def explain_run(config, dataset, test_examples: int, comparison: dict,
   selection). An `earlier` explanation of the same settings is returned as
   it is, with that last part read again. Plain floats and lists, for
   JSON."""
-  raw_config = dataclasses.replace(config, seed=config.seed + 3000, seeds=1)
+  raw_config = _raw_pixel_config(config)
   retrain_epochs = max(config.retrain_epochs, 1)  # One round's retraining.
   settings = {"epsilon": config.epsilon, "test_examples": int(test_examples),
               "epsilons": [float(e) for e in epsilons],
@@ -324,10 +343,7 @@ def explain_run(config, dataset, test_examples: int, comparison: dict,
                                                    stacked),
                             images, labels, config.epsilon, epsilons,
                             chunk_size) for s in range(seeds)]
-  raw_path = os.path.join(run_dir, "params-raw_pixels-%s.msgpack" % (
-      hashlib.sha256(json.dumps(
-          [raw_config.to_dict(), int(dataset.train_labels.shape[0])],
-          sort_keys=True).encode()).hexdigest()[:12]))
+  raw_path = raw_pixel_params_path(config, dataset, run_dir)
   if os.path.exists(raw_path):
     raw_params = jax.tree.map(lambda x: x[0], results.read_params(raw_path))
   else:

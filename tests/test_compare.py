@@ -509,7 +509,8 @@ def test_a_report_takes_what_the_initial_models_folder_measured(compared,
   pretrained_from) takes that folder's report blocks of a model only where
   the model of that seed is bit for bit the same, and its transfer
   examples (whose file name holds everything they depend on); the rest is
-  measured. The blocks taken read back as the figures measured there."""
+  measured; so is its raw-pixel model (the explanation's). The blocks
+  taken read back as the figures measured there."""
   from fgsm_jax import results
   source, ours = tmp_path / "source", tmp_path / "ours"
   for out in (source, ours):
@@ -527,13 +528,16 @@ def test_a_report_takes_what_the_initial_models_folder_measured(compared,
   leaves[0][1].flat[0] += 0.5
   results.write_params(str(ours / "params-control.msgpack"),
                        jax.tree.unflatten(tree, leaves))
-  first = _small_report(source)
+  first = _small_report(source, "--explain")
   assert first.returncode == 0, first.stderr[-3000:]
   assert "transfer_same: source" in first.stdout
-  taken = _small_report(ours)
+  assert "explanation: training a lenet5 on raw" in first.stdout
+  taken = _small_report(ours, "--explain")
   assert taken.returncode == 0, taken.stderr[-3000:]
   assert "transfer examples: taken from" in taken.stdout
   assert "transfer_same: source" not in taken.stdout  # Not trained again.
+  assert "explanation: the raw-pixel model taken from" in taken.stdout
+  assert "explanation: training a lenet5 on raw" not in taken.stdout
   # initial: 2 seeds x 2 blocks; control: seed 1's 2 blocks.
   assert len(re.findall(r"block \d/2: taken from", taken.stdout)) == 6
   assert "control seed 2 block 1/2: taken" not in taken.stdout
@@ -541,6 +545,8 @@ def test_a_report_takes_what_the_initial_models_folder_measured(compared,
   got, want = (json.loads((out / "report.json").read_text())
                for out in (ours, source))
   assert got["transfer_sources"] == want["transfer_sources"] != {}
+  assert (got["explanation"]["raw_pixel_model"]["clean_accuracy"]
+          == want["explanation"]["raw_pixel_model"]["clean_accuracy"])
   got, want = ({m["model"]: m for m in r["models"]} for r in (got, want))
   assert got["initial"]["per_seed"] == want["initial"]["per_seed"]
   assert (got["control"]["per_seed"][0]["accuracy"]

@@ -1,6 +1,9 @@
 """The pipelines that might explain the paper's Table 1: each one computes
 what it says, checked against an independent computation."""
 
+import dataclasses
+import types
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -188,3 +191,20 @@ def test_hypothesis_f_is_the_test_selection_runs_final_white_box_fgsm():
   line = next(l for l in reporting.explanation_markdown(explanation)
               .splitlines() if l.startswith("| (f)"))
   assert "not run in this comparison" in line
+
+
+def test_the_raw_pixel_model_is_named_by_what_its_training_depends_on():
+  """Runs that share their initial models (a literal study trained from
+  another's, with other rounds) name their raw-pixel model alike, so one
+  may take the other's; a pretraining setting or the training-set size
+  changes the name."""
+  def path(n=1000, **fields):
+    config = dataclasses.replace(config_lib.Config(), **fields)
+    data = types.SimpleNamespace(train_labels=np.zeros(n, np.int32))
+    return pp.raw_pixel_params_path(config, data, "out")
+  same = path()
+  assert path(retrain_epochs=15, rounds=3, method="control",
+              chunk_size=128) == same
+  for other in (path(epochs=3), path(seed=1), path(learning_rate=1e-4),
+                path(model="lenet5"), path(n=999)):
+    assert other != same
