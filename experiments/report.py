@@ -49,7 +49,7 @@ from fgsm_jax import config as config_lib
 from fgsm_jax import data as data_lib
 from fgsm_jax import autoattack
 from fgsm_jax import local_forward
-from fgsm_jax import models, paper_pipelines, plots, reporting, results
+from fgsm_jax import models, paper_pipelines, pareto, plots, reporting, results
 from fgsm_jax import robustness, runner
 
 FLAGS = flags.FLAGS
@@ -406,9 +406,35 @@ def main(argv):
     figures = _plots(report, comparison, params_files, run_dir, apply_fn,
                      images, labels, suite, config.epsilon, key)
   text = reporting.report_markdown(report, comparison, figures)
+  text += _compute_section(report, comparison, run_dir)
   results.write_text_atomic(os.path.join(run_dir, "report.md"), text)
   print()
   print(text)
+
+
+def _compute_section(report, comparison, out) -> str:
+  """report.md's last section: robust accuracy against passes per training
+  example, every finished model a point, the frontier marked
+  (`fgsm_jax/pareto.py`), and pareto.png with --plots; '' before a model is
+  finished or for a run without passes counted per method."""
+  try:
+    pts, n = pareto.points(comparison, report)
+  except (KeyError, TypeError, ValueError):
+    return ""
+  if len(pts) < 2:
+    return ""
+  front = pareto.frontier(pts)
+  lines = [f"## Robust accuracy against compute "
+           f"({reporting.dataset_title(comparison['setup'])})", "",
+           pareto.table(pts, front, n)]
+  if FLAGS.plots:
+    plots.pareto_plot(pts, front, os.path.join(out, "pareto.png"),
+                      f"{reporting.dataset_title(comparison['setup'])}, "
+                      f"model {comparison['setup']['model']}: robust accuracy "
+                      f"on {n} test examples against compute")
+    lines.append("![robust accuracy against passes per training example, "
+                 "the frontier joined](pareto.png)\n")
+  return "\n" + "\n".join(lines)
 
 
 def _measure_shard(params_files, sizes, blocks_of):

@@ -110,6 +110,13 @@ def choose(cands: list[dict], clean_floor: float,
           "chosen": best["name"] if best else None}
 
 
+def _shown(config: dict, key: str) -> str:
+  """A recipe field as the run used it: train_epsilon 0 trains at epsilon."""
+  if key == "train_epsilon" and not config.get(key):
+    return f"{config['epsilon']} (epsilon)"
+  return str(config.get(key))
+
+
 def table(cands: list[dict], choice: dict) -> str:
   """The candidates as markdown, most robust first, with the recipe fields
   that differ among them and the choice marked."""
@@ -122,7 +129,7 @@ def table(cands: list[dict], choice: dict) -> str:
   for r in sorted(choice["rows"], key=lambda r: -r["val_pgd_accuracy"]):
     config = by_name[r["name"]]["config"]
     lines.append("| " + " | ".join(
-        [r["name"]] + [str(config.get(k)) for k in fields]
+        [r["name"]] + [_shown(config, k) for k in fields]
         + [f"{r['passes']:.1f}", f"{r['pgd_at_passes']:.1f}",
            f"{r['val_accuracy']:.4f}", f"{r['val_fgsm_accuracy']:.4f}",
            f"{r['val_pgd_accuracy']:.4f}",

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, error_line, mnist_dir
-from fgsm_jax import paper_pipelines, reporting
+from fgsm_jax import paper_pipelines, pareto, reporting
 
 
 # One method of each kind of round: nothing selected, selection and removal,
@@ -205,8 +205,21 @@ def test_report_attacks_every_saved_model(compared):
   assert "**underpowered**" not in text and "**helps**" not in text
   table = (compared / "comparison.md").read_text()
   assert "(n = 2, no interval)" in table
-  for png in ("sweep.png", "rounds.png", "digits.png"):
+  for png in ("sweep.png", "rounds.png", "digits.png", "pareto.png"):
     assert (compared / png).read_bytes()[:4] == b"\x89PNG"
+  # Robust accuracy against compute: every model a point, over the 64 test
+  # examples all were measured on, the frontier marked.
+  compute = text.split("## Robust accuracy against compute (MNIST)")[1]
+  points, n = pareto.points(
+      json.loads((compared / "comparison.json").read_text()), report)
+  assert n == 64 and len(points) == 1 + len(METHODS)
+  front = pareto.frontier(points)
+  for p in points:
+    [row] = [line for line in compute.splitlines()
+             if line.startswith(f"| {p['model']} | ")]
+    assert row.startswith(f"| {p['model']} | {p['family']} | "
+                          f"{p['passes']:.1f} | {p['robust']:.4f} ± ")
+    assert row.endswith("| yes |" if p["model"] in front else "|  |")
   # Table 1 explained, on the initial models: the standard pipeline is the
   # suite's FGSM (one example of 128 for a sign rounded apart).
   explanation = report["explanation"]

@@ -123,6 +123,9 @@ def test_the_entry_point_writes_the_choice_and_refuses_bad_input(tmp_path):
   assert saved["recipe_fields"] == ["train_epsilon"]
   text = (out / "tuning.md").read_text()
   assert "| wide/fgsm_rs | 0.15 | " in text and "**yes**" in text
+  # train_epsilon 0 trains at epsilon, and the table says which radius.
+  eps = _comparison(entry)["methods"][0]["config"]["epsilon"]
+  assert f"| plain/fgsm_rs | {eps} (epsilon) | " in text
   assert "The test set is not read." in text
   error_line(_tune(f"--output_dir={out}"), 2, "give --run_dirs")
   error_line(_tune(f"--run_dirs={dirs[0]}"), 2, "give --output_dir")
