@@ -8,6 +8,12 @@ wrote in --run_dir, and writes pareto.json, pareto.md and pareto.png there:
 every finished model as a point, robust accuracy over the test examples all
 of them were measured on against forward + backward passes per training
 example, the frontier marked (`fgsm_jax/pareto.py`). Seconds; no model runs.
+
+  python -m experiments.pareto --run_dir=results/frontier-mnist \
+      --with_dirs=results/tuned-mnist/fgsm_rs-e0.2-cyclic
+
+adds the models of other folders (a tuned recipe, run from the same
+initial models) to the same frontier, as `<folder name>/<model>`.
 """
 
 from __future__ import annotations
@@ -23,7 +29,25 @@ from fgsm_jax import pareto, plots, results
 FLAGS = flags.FLAGS
 flags.DEFINE_string("run_dir", None,
                     "a folder holding comparison.json and report.json")
+flags.DEFINE_list("with_dirs", [],
+                  "more folders of experiments.compare and experiments.report "
+                  "(a recipe each, e.g. a tuned defense): their models join "
+                  "the frontier as <folder name>/<model>, their initial "
+                  "models left out when trained from --run_dir's "
+                  "--pretrained_from folder")
 flags.DEFINE_bool("plots", True, "write pareto.png")
+
+
+def _load(run_dir: str) -> tuple[dict, dict]:
+  loaded = {}
+  for name in ("comparison.json", "report.json"):
+    path = os.path.join(run_dir, name)
+    try:
+      with open(path) as f:
+        loaded[name] = json.load(f)
+    except (OSError, ValueError) as e:
+      common.fail(f"cannot read {path}: {e}")
+  return loaded["comparison.json"], loaded["report.json"]
 
 
 def main(argv):
@@ -32,24 +56,28 @@ def main(argv):
   if not FLAGS.run_dir:
     common.fail("give --run_dir (a folder of experiments.compare, reported "
                 "on by experiments.report)")
-  loaded = {}
-  for name in ("comparison.json", "report.json"):
-    path = os.path.join(FLAGS.run_dir, name)
-    try:
-      with open(path) as f:
-        loaded[name] = json.load(f)
-    except (OSError, ValueError) as e:
-      common.fail(f"cannot read {path}: {e}")
-  comparison, report = loaded["comparison.json"], loaded["report.json"]
+  labels = [os.path.basename(os.path.normpath(d)) for d in FLAGS.with_dirs]
+  twice = sorted({l for l in labels if labels.count(l) > 1})
+  if twice:
+    common.fail(f"--with_dirs: two folders named {', '.join(twice)} (their "
+                "models would share a name)")
+  comparison, report = _load(FLAGS.run_dir)
+  runs = [("", comparison, report)] + [(label, *_load(d)) for label, d in
+                                       zip(labels, FLAGS.with_dirs)]
   try:
-    pts, n = pareto.points(comparison, report)
+    pts, n = pareto.points_of_runs(runs)
   except (KeyError, TypeError, ValueError) as e:
-    common.fail(f"cannot read the points from {FLAGS.run_dir}: {e!r}")
+    common.fail(f"cannot read the points from "
+                f"{', '.join([FLAGS.run_dir] + FLAGS.with_dirs)}: {e!r}")
   front = pareto.frontier(pts)
-  finished = {m["model"] for m in report["models"]}
-  pending = [m for m in report.get("models_planned", []) if m not in finished]
+  pending = []
+  for label, _, rep in runs:
+    finished = {m["model"] for m in rep["models"]}
+    pending += [f"{label}/{m}" if label else m
+                for m in rep.get("models_planned", []) if m not in finished]
   setup = comparison["setup"]
-  out = {"run_dir": FLAGS.run_dir, "dataset": setup.get("dataset"),
+  out = {"run_dir": FLAGS.run_dir, "with_dirs": list(FLAGS.with_dirs),
+         "dataset": setup.get("dataset"),
          "model": setup.get("model"), "epsilon": setup.get("epsilon"),
          "test_examples": n, "points": pts, "frontier": front,
          "pending": pending}

@@ -25,13 +25,22 @@ def passes_per_example(entry: dict, n_train: int) -> float:
   return (passes["rounds"]["mean"] + passes["rounds_forward"]["mean"]) / n_train
 
 
-def points(comparison: dict, report: dict) -> tuple[list[dict], int]:
-  """One point per model the report finished (the initial models at 0
-  passes), over the test examples all of them share; and that number."""
+def examples(report: dict) -> int:
+  """The test examples every model the report finished was measured on."""
   models = report["models"]
   if not models:
     raise ValueError("the report has no finished model yet")
-  n = min(seed.get("test_examples", 0) for m in models for seed in m["per_seed"])
+  return min(seed.get("test_examples", 0) for m in models
+             for seed in m["per_seed"])
+
+
+def points(comparison: dict, report: dict,
+           n: int | None = None) -> tuple[list[dict], int]:
+  """One point per model the report finished (the initial models at 0
+  passes), over the first `n` test examples (default: all its models
+  share, `examples`); and that number."""
+  n = examples(report) if n is None else n
+  models = report["models"]
   n_train = comparison["setup"]["train_examples"]
   entries = {e["method"]: e for e in comparison["methods"]}
   out = []
@@ -56,6 +65,26 @@ def points(comparison: dict, report: dict) -> tuple[list[dict], int]:
                 "robust_values": robust.tolist(),
                 "clean": float(clean.mean()), "seeds": len(seeds),
                 "wall_time_s": wall})
+  return out, n
+
+
+def points_of_runs(runs: list[tuple[str, dict, dict]]
+                   ) -> tuple[list[dict], int]:
+  """The points of several comparisons (label, comparison, report), over
+  the test examples all of them share. The first run's models keep their
+  names; another's are named `<label>/<model>`, and its initial models are
+  left out when they are the first run's (both trained from the same
+  `--pretrained_from` folder): one recipe per folder, one frontier."""
+  n = min(examples(report) for _, _, report in runs)
+  shared = runs[0][1]["setup"].get("pretrained_from")
+  out = []
+  for i, (label, comparison, report) in enumerate(runs):
+    pts, _ = points(comparison, report, n)
+    for p in pts:
+      if i and p["model"] == "initial" and shared and (
+          comparison["setup"].get("pretrained_from") == shared):
+        continue
+      out.append({**p, "model": f"{label}/{p['model']}"} if i else p)
   return out, n
 
 

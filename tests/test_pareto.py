@@ -95,3 +95,42 @@ def test_the_entry_point_refuses_a_folder_without_a_report(tmp_path):
   (tmp_path / "comparison.json").write_text(json.dumps(_comparison()))
   error_line(_run(f"--run_dir={tmp_path}"), 2, "report.json")
   error_line(_run(), 2, "--run_dir")
+
+
+def test_other_folders_join_the_frontier_over_the_examples_all_share(tmp_path):
+  """A tuned recipe's folder, trained from the same initial models: its
+  models are points named by the folder, its initial models are not drawn
+  twice, and every point is read over the test examples all folders have."""
+  main, tuned, other = (tmp_path / "frontier", tmp_path / "fgsm_rs-e0.2",
+                        tmp_path / "elsewhere")
+  for folder in (main, tuned, other):
+    folder.mkdir()
+  def write(folder, comparison, report, pretrained_from):
+    comparison["setup"]["pretrained_from"] = pretrained_from
+    (folder / "comparison.json").write_text(json.dumps(comparison))
+    (folder / "report.json").write_text(json.dumps(report))
+  write(main, _comparison(("control", "control", 200, 300),
+                          ("fgsm_rs", "defense", 400, 400)),
+        {"models": [_model("initial", 1000, 0.40, (500, 0.46)),
+                    _model("control", 1000, 0.41, (500, 0.47)),
+                    _model("fgsm_rs", 1000, 0.90, (500, 0.91))]}, "study")
+  write(tuned, _comparison(("fgsm_rs", "defense", 400, 400)),
+        {"models": [_model("initial", 500, 0.46),
+                    _model("fgsm_rs", 500, 0.95)],
+         "models_planned": ["initial", "fgsm_rs", "nfgsm"]}, "study")
+  write(other, _comparison(("control", "control", 200, 300)),
+        {"models": [_model("initial", 500, 0.30),
+                    _model("control", 500, 0.31)]}, "another")
+  done = _run(f"--run_dir={main}", f"--with_dirs={tuned},{other}")
+  assert done.returncode == 0, done.stderr[-2000:]
+  out = json.loads((main / "pareto.json").read_text())
+  assert out["test_examples"] == 500
+  by = {p["model"]: p for p in out["points"]}
+  assert sorted(by) == ["control", "elsewhere/control", "elsewhere/initial",
+                        "fgsm_rs", "fgsm_rs-e0.2/fgsm_rs", "initial"]
+  assert by["fgsm_rs"]["robust"] == pytest.approx(0.91)
+  assert by["fgsm_rs-e0.2/fgsm_rs"]["robust"] == pytest.approx(0.95)
+  assert out["frontier"] == ["initial", "control", "fgsm_rs-e0.2/fgsm_rs"]
+  assert out["pending"] == ["fgsm_rs-e0.2/nfgsm"]
+  error_line(_run(f"--run_dir={main}", f"--with_dirs={tuned},{tuned}"), 2,
+             "two folders named fgsm_rs-e0.2")
