@@ -201,6 +201,17 @@ def fail(message: str) -> None:
   sys.exit(2)
 
 
+def folder_labels(dirs: list[str], flag: str) -> list[str]:
+  """Each folder's name, which labels its entries in a table; one line and
+  exit 2 if two folders of `flag` have the same name."""
+  labels = [os.path.basename(os.path.normpath(d)) for d in dirs]
+  twice = sorted({l for l in labels if labels.count(l) > 1})
+  if twice:
+    fail(f"{flag}: two folders named {', '.join(twice)}: give folders of "
+         "different names")
+  return labels
+
+
 def check_methods(names: list[str]) -> None:
   """A --methods list of known methods, else one line and exit 2."""
   unknown = [m for m in names if m not in methods.METHODS]

@@ -56,11 +56,7 @@ def main(argv):
   if not FLAGS.run_dir:
     common.fail("give --run_dir (a folder of experiments.compare, reported "
                 "on by experiments.report)")
-  labels = [os.path.basename(os.path.normpath(d)) for d in FLAGS.with_dirs]
-  twice = sorted({l for l in labels if labels.count(l) > 1})
-  if twice:
-    common.fail(f"--with_dirs: two folders named {', '.join(twice)} (their "
-                "models would share a name)")
+  labels = common.folder_labels(FLAGS.with_dirs, "--with_dirs")
   comparison, report = _load(FLAGS.run_dir)
   runs = [("", comparison, report)] + [(label, *_load(d)) for label, d in
                                        zip(labels, FLAGS.with_dirs)]

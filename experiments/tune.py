@@ -50,14 +50,12 @@ def main(argv):
     common.fail(f"--passes_fraction={FLAGS.passes_fraction} must be > 0 and "
                 f"--clean_floor={FLAGS.clean_floor} in [0, 1]")
   comparisons = {}
-  for run_dir in FLAGS.run_dirs:
+  for label, run_dir in zip(common.folder_labels(FLAGS.run_dirs,
+                                                 "--run_dirs"),
+                            FLAGS.run_dirs):
     comparison = common.earlier_json(os.path.join(run_dir, "comparison.json"))
     if not comparison.get("methods"):
       common.fail(f"no finished method in {run_dir}/comparison.json")
-    label = os.path.basename(os.path.normpath(run_dir))
-    if label in comparisons:
-      common.fail(f"two --run_dirs named {label}: give folders of "
-                  "different names")
     comparisons[label] = comparison
   try:
     cands = tuning.candidates(comparisons, FLAGS.methods)

@@ -132,6 +132,6 @@ def test_the_entry_point_writes_the_choice_and_refuses_bad_input(tmp_path):
   error_line(_tune(f"--run_dirs={tmp_path}", f"--output_dir={out}"), 2,
              "no finished method in")
   error_line(_tune(f"--run_dirs={dirs[0]},{dirs[0]}", f"--output_dir={out}"),
-             2, "two --run_dirs named plain")
+             2, "--run_dirs: two folders named plain")
   error_line(_tune(f"--run_dirs={dirs[0]}", f"--output_dir={out}",
                    "--passes_fraction=0"), 2, "--passes_fraction=0.0 must be")
