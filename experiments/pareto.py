@@ -35,6 +35,15 @@ flags.DEFINE_list("with_dirs", [],
                   "the frontier as <folder name>/<model>, their initial "
                   "models left out when trained from --run_dir's "
                   "--pretrained_from folder")
+flags.DEFINE_float("target_robust", None,
+                   "a target robust accuracy: pareto.md says which model "
+                   "reaches it within the clean floor and the budget, or by "
+                   "how much the best within them misses (unset: no target)")
+flags.DEFINE_float("target_clean", 0.992,
+                   "with --target_robust: the least clean accuracy")
+flags.DEFINE_float("target_passes_fraction", 1 / 3,
+                   "with --target_robust: the most passes per training "
+                   "example, as a fraction of PGD-AT's on the same schedule")
 flags.DEFINE_bool("plots", True, "write pareto.png")
 
 
@@ -57,6 +66,12 @@ def main(argv):
     common.fail("give --run_dir (a folder of experiments.compare, reported "
                 "on by experiments.report)")
   labels = common.folder_labels(FLAGS.with_dirs, "--with_dirs")
+  if FLAGS.target_robust is not None and not (
+      0 <= FLAGS.target_robust <= 1 and 0 <= FLAGS.target_clean <= 1
+      and FLAGS.target_passes_fraction > 0):
+    common.fail(f"--target_robust={FLAGS.target_robust} and --target_clean="
+                f"{FLAGS.target_clean} must be in [0, 1] and "
+                f"--target_passes_fraction={FLAGS.target_passes_fraction} > 0")
   comparison, report = _load(FLAGS.run_dir)
   runs = [("", comparison, report)] + [(label, *_load(d)) for label, d in
                                        zip(labels, FLAGS.with_dirs)]
@@ -77,20 +92,29 @@ def main(argv):
          "model": setup.get("model"), "epsilon": setup.get("epsilon"),
          "test_examples": n, "points": pts, "frontier": front,
          "pending": pending}
+  target = None
+  if FLAGS.target_robust is not None:
+    target = pareto.target(pts, FLAGS.target_robust, FLAGS.target_clean,
+                           FLAGS.target_passes_fraction)
+    out["target"] = target
   results.write_json_atomic(os.path.join(FLAGS.run_dir, "pareto.json"), out)
   title = (f"{setup.get('dataset')}, {setup.get('model')}, eps "
            f"{setup.get('epsilon')}: robust accuracy on {n} test examples "
            "against compute")
   text = [f"# {title}", "", pareto.table(pts, front, n)]
+  if target:
+    text.append(pareto.target_line(target))
   if pending:
     text.append(f"Not yet in the report (no point): {', '.join(pending)}.\n")
   results.write_text_atomic(os.path.join(FLAGS.run_dir, "pareto.md"),
                             "\n".join(text))
   if FLAGS.plots:
     plots.pareto_plot(pts, front, os.path.join(FLAGS.run_dir, "pareto.png"),
-                      title)
+                      title, target)
   print(f"frontier: {', '.join(front)}; {len(pts)} point(s) on {n} test "
-        f"examples; wrote pareto.json, pareto.md"
+        f"examples; " + (pareto.target_line(target).strip() + " " if target
+                         else "")
+        + "wrote pareto.json, pareto.md"
         + (", pareto.png" if FLAGS.plots else "") + f" in {FLAGS.run_dir}")
 
 

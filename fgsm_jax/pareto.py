@@ -13,9 +13,12 @@ examples is read over the first N the others had).
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
-from fgsm_jax import reporting
+from fgsm_jax import config as config_lib
+from fgsm_jax import methods, reporting
 
 
 def passes_per_example(entry: dict, n_train: int) -> float:
@@ -23,6 +26,23 @@ def passes_per_example(entry: dict, n_train: int) -> float:
   entry spent in its rounds (mean over seeds)."""
   passes = entry["passes"]
   return (passes["rounds"]["mean"] + passes["rounds_forward"]["mean"]) / n_train
+
+
+def entry_config(entry: dict) -> config_lib.Config:
+  """A comparison's method entry's config (fields this version knows)."""
+  fields = {f.name for f in dataclasses.fields(config_lib.Config)}
+  return config_lib.Config(**{k: v for k, v in entry["config"].items()
+                              if k in fields})
+
+
+def pgd_at_passes(entry: dict, n_train: int) -> float:
+  """Forward + backward passes per training example PGD-AT would spend on
+  the entry's schedule (its epochs per round, rounds run, PGD budget):
+  the yardstick of a cheap defense's budget."""
+  config = dataclasses.replace(entry_config(entry), method="pgd_at")
+  rounds = int(max(entry["rounds_completed"]))
+  spent = methods.run_passes(config, n_train, rounds)["rounds"]
+  return (spent["forward"] + spent["backward"]) / n_train
 
 
 def examples(report: dict) -> int:
@@ -47,12 +67,14 @@ def points(comparison: dict, report: dict,
   for model in models:
     name = model["model"]
     if name == "initial":
-      passes, family, wall = 0.0, "initial", 0.0
+      passes, family, wall, yardstick = 0.0, "initial", 0.0, None
     elif name in entries:
       entry = entries[name]
       passes = passes_per_example(entry, n_train)
       family = entry["family"]
       wall = float(entry["wall_time_s"]["run"])
+      yardstick = (pgd_at_passes(entry, n_train) if "config" in entry
+                   else None)
     else:
       continue  # A model the comparison does not hold (not a method).
     seeds = reporting.accuracies_over_first(model, n)
@@ -64,7 +86,7 @@ def points(comparison: dict, report: dict,
                 else 0.0,
                 "robust_values": robust.tolist(),
                 "clean": float(clean.mean()), "seeds": len(seeds),
-                "wall_time_s": wall})
+                "wall_time_s": wall, "pgd_at_passes": yardstick})
   return out, n
 
 
@@ -97,6 +119,45 @@ def frontier(pts: list[dict]) -> list[str]:
                for q in pts)
   return [p["model"] for p in sorted(pts, key=lambda p: p["passes"])
           if not dominated(p)]
+
+
+def target(pts: list[dict], robust: float, clean: float,
+           passes_fraction: float) -> dict:
+  """Whether a trained model reaches `robust` accuracy with `clean`
+  accuracy, on at most `passes_fraction` of PGD-AT's passes on its own
+  schedule; if none does, the most robust of those within the budget and
+  the clean floor, and how far below `robust` it is."""
+  rows = []
+  for p in pts:
+    if p.get("pgd_at_passes") is None:
+      continue  # The initial models, or a run without configs.
+    budget = passes_fraction * p["pgd_at_passes"]
+    rows.append({"model": p["model"], "budget": budget,
+                 "within": p["passes"] <= budget and p["clean"] >= clean,
+                 "robust": p["robust"]})
+  within = [r for r in rows if r["within"]]
+  best = max(within, key=lambda r: r["robust"]) if within else None
+  return {"robust": robust, "clean": clean,
+          "passes_fraction": passes_fraction,
+          "budgets": sorted({round(r["budget"], 6) for r in rows}),
+          "met_by": [r["model"] for r in within if r["robust"] >= robust],
+          "best_within": best["model"] if best else None,
+          "shortfall": max(0.0, robust - best["robust"]) if best else None}
+
+
+def target_line(t: dict) -> str:
+  """The target's outcome as one markdown paragraph."""
+  budgets = " / ".join(f"{b:.1f}" for b in t["budgets"]) or "none"
+  head = (f"Target: robust accuracy >= {t['robust']} with clean accuracy >= "
+          f"{t['clean']}, on at most {t['passes_fraction']:.3g} of PGD-AT's "
+          f"passes on the same schedule ({budgets} per example): ")
+  if t["met_by"]:
+    return head + "**met** by " + ", ".join(t["met_by"]) + ".\n"
+  if t["best_within"] is None:
+    return head + "**missed**: no model is within the budget and the clean floor.\n"
+  return head + (f"**missed** by {t['shortfall']:.4f}: the most robust "
+                 f"within the budget and the clean floor is "
+                 f"{t['best_within']}.\n")
 
 
 def table(pts: list[dict], front: list[str], n: int) -> str:

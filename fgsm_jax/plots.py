@@ -177,9 +177,10 @@ def digit_grid(clean: np.ndarray, labels: np.ndarray,
 
 
 def pareto_plot(points: list[dict], front: list[str], path: str,
-                title: str) -> None:
+                title: str, target: dict | None = None) -> None:
   """Robust accuracy (mean, +-std over seeds) against passes per training
-  example, one point per model, the frontier joined by a line.
+  example, one point per model, the frontier joined by a line; with
+  `target` (`pareto.target`), its accuracy and budget as lines.
 
   points: `pareto.points`' dicts; front: `pareto.frontier`'s names.
   """
@@ -198,6 +199,13 @@ def pareto_plot(points: list[dict], front: list[str], path: str,
           color="black", alpha=0.5, label="frontier")
   for family, color in colors.items():
     ax.plot([], [], "o", color=color, label=family)
+  if target:
+    ax.axhline(target["robust"], ls="--", color="tab:green",
+               label=f"target {target['robust']}")
+    for budget in target["budgets"]:
+      ax.axvline(budget, ls=":", color="tab:green",
+                 label=f"budget {budget:.1f} ({target['passes_fraction']:.3g}"
+                 " of PGD-AT's)")
   ax.set_xscale("symlog", linthresh=1.0)
   ax.set(xlabel="forward + backward passes per training example (rounds "
          "only; symlog)", ylabel="robust accuracy (worst case per example)",

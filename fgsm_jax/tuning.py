@@ -8,7 +8,7 @@ over the seeds every candidate ran (seed i of every run starts from the same
 initial model and minibatch keys: `experiments.compare --pretrained_from`),
 and on its cost: forward + backward passes per training example in its
 rounds (`pareto.passes_per_example`), beside what PGD-AT would spend on the
-same schedule (`methods.run_passes`). The choice (`choose`): the highest
+same schedule (`pareto.pgd_at_passes`). The choice (`choose`): the highest
 mean validation PGD-10 among the candidates whose mean validation clean
 accuracy reaches a floor, whose passes stay within a fraction of PGD-AT's
 and in which no seed's round was flagged as catastrophic overfitting.
@@ -16,20 +16,12 @@ and in which no seed's round was flagged as catastrophic overfitting.
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
 from fgsm_jax import config as config_lib
-from fgsm_jax import methods, pareto
+from fgsm_jax import pareto
 
 VALIDATION = ("val_accuracy", "val_fgsm_accuracy", "val_pgd_accuracy")
-
-
-def _config(entry: dict) -> config_lib.Config:
-  fields = {f.name for f in dataclasses.fields(config_lib.Config)}
-  return config_lib.Config(**{k: v for k, v in entry["config"].items()
-                              if k in fields})
 
 
 def candidates(comparisons: dict[str, dict],
@@ -51,15 +43,10 @@ def candidates(comparisons: dict[str, dict],
         raise ValueError(f"{label}: {entry['method']} has no validation "
                          "figures (run it with a validation split and the "
                          "check, --validation_size and --overfit_check_size)")
-      config = _config(entry)
-      rounds = int(max(entry["rounds_completed"]))
-      pgd_at = methods.run_passes(dataclasses.replace(config, method="pgd_at"),
-                                  n_train, rounds)["rounds"]
       out.append({"name": f"{label}/{entry['method']}", "config":
                   entry["config"],
                   "passes": pareto.passes_per_example(entry, n_train),
-                  "pgd_at_passes": (pgd_at["forward"] + pgd_at["backward"])
-                  / n_train,
+                  "pgd_at_passes": pareto.pgd_at_passes(entry, n_train),
                   "validation_examples": comparison["setup"].get(
                       "validation_examples"),
                   "overfitting": [list(r) for r in entry["overfitting_rounds"]],

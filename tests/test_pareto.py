@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from conftest import REPO, error_line
+from fgsm_jax import config as config_lib
 from fgsm_jax import pareto
 
 
@@ -134,3 +135,63 @@ def test_other_folders_join_the_frontier_over_the_examples_all_share(tmp_path):
   assert out["pending"] == ["fgsm_rs-e0.2/nfgsm"]
   error_line(_run(f"--run_dir={main}", f"--with_dirs={tuned},{tuned}"), 2,
              "two folders named fgsm_rs-e0.2")
+
+
+def _target_point(name, passes, robust, clean, pgd_at=120.0):
+  return {"model": name, "passes": passes, "robust": robust, "clean": clean,
+          "pgd_at_passes": pgd_at}
+
+
+def test_the_target_is_met_within_the_budget_and_the_clean_floor_only():
+  initial = {"model": "initial", "passes": 0.0, "robust": 0.99,
+             "clean": 0.999, "pgd_at_passes": None}
+  pts = [initial, _target_point("cheap", 20, 0.96, 0.993),
+         _target_point("dear", 50, 0.99, 0.995),  # Over 1/3 of 120.
+         _target_point("blurry", 20, 0.98, 0.990),  # Below the clean floor.
+         _target_point("good", 40, 0.976, 0.993)]
+  t = pareto.target(pts, 0.975, 0.992, 1 / 3)
+  assert t["met_by"] == ["good"] and t["budgets"] == [40.0]
+  assert "**met** by good" in pareto.target_line(t)
+  # Without it, the best within budget and floor misses by 0.015; the
+  # initial models (no training to count) are never the answer.
+  t = pareto.target(pts[:4], 0.975, 0.992, 1 / 3)
+  assert t["met_by"] == [] and t["best_within"] == "cheap"
+  assert t["shortfall"] == pytest.approx(0.015)
+  assert "**missed** by 0.0150" in pareto.target_line(t)
+  t = pareto.target(pts[:1] + pts[2:4], 0.975, 0.992, 1 / 3)
+  assert t["best_within"] is None and "no model is within" in (
+      pareto.target_line(t))
+
+
+def test_the_budget_is_pgd_at_on_the_runs_own_schedule(tmp_path):
+  """PGD-AT's passes counted independently: (steps + 1) forward and as many
+  backward per example per epoch, over every round's epochs."""
+  def entry(name, backward, rounds, epochs, steps):
+    config = dict(config_lib.Config().to_dict(), method=name,
+                  retrain_epochs=epochs, pgd_steps=steps, batch_size=50)
+    return {"method": name, "family": "defense", "config": config,
+            "rounds_completed": [rounds, rounds],
+            "wall_time_s": {"run": 1.0},
+            "passes": {"rounds": {"mean": backward},
+                       "rounds_forward": {"mean": backward}}}
+  comparison = {"setup": {"train_examples": 100, "dataset": "mnist",
+                          "model": "lenet", "epsilon": 0.1},
+                "methods": [entry("fgsm_rs", 1000, 5, 1, 40),
+                            entry("nfgsm", 1200, 2, 3, 10)]}
+  report = {"models": [_model("fgsm_rs", 500, 0.97),
+                       _model("nfgsm", 500, 0.98)]}
+  (tmp_path / "comparison.json").write_text(json.dumps(comparison))
+  (tmp_path / "report.json").write_text(json.dumps(report))
+  done = _run(f"--run_dir={tmp_path}", "--target_robust=0.975",
+              "--target_clean=0.99")
+  assert done.returncode == 0, done.stderr[-2000:]
+  out = json.loads((tmp_path / "pareto.json").read_text())
+  by = {p["model"]: p for p in out["points"]}
+  assert by["fgsm_rs"]["pgd_at_passes"] == pytest.approx(2 * 41 * 5)
+  assert by["nfgsm"]["pgd_at_passes"] == pytest.approx(2 * 11 * 2 * 3)
+  # Both within a third of their PGD-AT (20 <= 136.7, 24 <= 44); only
+  # nfgsm reaches 0.975.
+  assert out["target"]["met_by"] == ["nfgsm"]
+  assert "**met** by nfgsm" in (tmp_path / "pareto.md").read_text()
+  error_line(_run(f"--run_dir={tmp_path}", "--target_robust=1.5"), 2,
+             "--target_robust=1.5")
