@@ -14,12 +14,22 @@ example, the frontier marked (`fgsm_jax/pareto.py`). Seconds; no model runs.
 
 adds the models of other folders (a tuned recipe, run from the same
 initial models) to the same frontier, as `<folder name>/<model>`.
+
+  python -m experiments.pareto --run_dir=results/frontier-mnist --from_blocks
+
+reads the blocks a long report has saved so far (report-blocks/) instead of
+its report.json: every point over the blocks all models and seeds of all
+folders have, the table saying which test examples those are; it writes
+pareto-blocks.json, .md and .png, so a partial frontier is never taken for
+the report's.
 """
 
 from __future__ import annotations
 
 import json
 import os
+
+import numpy as np
 
 from absl import app, flags
 
@@ -44,19 +54,48 @@ flags.DEFINE_float("target_clean", 0.992,
 flags.DEFINE_float("target_passes_fraction", 1 / 3,
                    "with --target_robust: the most passes per training "
                    "example, as a fraction of PGD-AT's on the same schedule")
+flags.DEFINE_bool("from_blocks", False,
+                  "read the blocks experiments.report saved in each "
+                  "folder's report-blocks/ (a report under way) instead of "
+                  "report.json: the points over the blocks every model and "
+                  "seed of every folder has")
 flags.DEFINE_bool("plots", True, "write pareto.png")
 
 
-def _load(run_dir: str) -> tuple[dict, dict]:
+def _read(path: str) -> dict:
+  with np.load(path) as saved:
+    return dict(saved)
+
+
+def _blocks_runs(dirs: list[str], comparisons: list[dict]
+                 ) -> tuple[list[dict], str]:
+  """Report-like dicts of each folder's models over the blocks they all
+  saved (`pareto.report_of_blocks`), and which test examples those are."""
+  runs = []
+  for i, (d, c) in enumerate(zip(dirs, comparisons)):
+    models = [e["method"] for e in c["methods"]]
+    if not (i and pareto.shares_initial(comparisons[0], c)):
+      models = ["initial"] + models
+    runs.append((models, int(c["setup"]["seeds"]),
+                 results.saved_blocks(os.path.join(d, "report-blocks"))))
+  chosen, count = pareto.shared_blocks(runs)
+  reports = [pareto.report_of_blocks(*run, chosen, _read) for run in runs]
+  size = reports[0]["models"][0]["per_seed"][0]["test_examples"] // len(
+      chosen)
+  return reports, pareto.blocks_phrase(chosen, count, size)
+
+
+def _load(run_dir: str, names=("comparison.json", "report.json")
+          ) -> tuple[dict, ...]:
   loaded = {}
-  for name in ("comparison.json", "report.json"):
+  for name in names:
     path = os.path.join(run_dir, name)
     try:
       with open(path) as f:
         loaded[name] = json.load(f)
     except (OSError, ValueError) as e:
       common.fail(f"cannot read {path}: {e}")
-  return loaded["comparison.json"], loaded["report.json"]
+  return tuple(loaded[name] for name in names)
 
 
 def main(argv):
@@ -72,12 +111,17 @@ def main(argv):
     common.fail(f"--target_robust={FLAGS.target_robust} and --target_clean="
                 f"{FLAGS.target_clean} must be in [0, 1] and "
                 f"--target_passes_fraction={FLAGS.target_passes_fraction} > 0")
-  comparison, report = _load(FLAGS.run_dir)
-  runs = [("", comparison, report)] + [(label, *_load(d)) for label, d in
-                                       zip(labels, FLAGS.with_dirs)]
+  dirs = [FLAGS.run_dir] + list(FLAGS.with_dirs)
+  where = None
   try:
+    if FLAGS.from_blocks:
+      comparisons = [_load(d, ("comparison.json",))[0] for d in dirs]
+      reports, where = _blocks_runs(dirs, comparisons)
+    else:
+      comparisons, reports = zip(*(_load(d) for d in dirs))
+    runs = list(zip([""] + labels, comparisons, reports))
     pts, n = pareto.points_of_runs(runs)
-  except (KeyError, TypeError, ValueError) as e:
+  except (KeyError, TypeError, ValueError, OSError) as e:
     common.fail(f"cannot read the points from "
                 f"{', '.join([FLAGS.run_dir] + FLAGS.with_dirs)}: {e!r}")
   front = pareto.frontier(pts)
@@ -86,36 +130,39 @@ def main(argv):
     finished = {m["model"] for m in rep["models"]}
     pending += [f"{label}/{m}" if label else m
                 for m in rep.get("models_planned", []) if m not in finished]
-  setup = comparison["setup"]
+  setup = comparisons[0]["setup"]
   out = {"run_dir": FLAGS.run_dir, "with_dirs": list(FLAGS.with_dirs),
          "dataset": setup.get("dataset"),
          "model": setup.get("model"), "epsilon": setup.get("epsilon"),
          "test_examples": n, "points": pts, "frontier": front,
-         "pending": pending}
+         "pending": pending, "from_blocks": FLAGS.from_blocks,
+         **({"test_examples_which": where} if where else {})}
   target = None
   if FLAGS.target_robust is not None:
     target = pareto.target(pts, FLAGS.target_robust, FLAGS.target_clean,
                            FLAGS.target_passes_fraction)
     out["target"] = target
-  results.write_json_atomic(os.path.join(FLAGS.run_dir, "pareto.json"), out)
+  stem = "pareto-blocks" if FLAGS.from_blocks else "pareto"
+  results.write_json_atomic(os.path.join(FLAGS.run_dir, f"{stem}.json"), out)
   title = (f"{setup.get('dataset')}, {setup.get('model')}, eps "
            f"{setup.get('epsilon')}: robust accuracy on {n} test examples "
            "against compute")
-  text = [f"# {title}", "", pareto.table(pts, front, n)]
+  text = [f"# {title}", "", pareto.table(pts, front, n, where)]
   if target:
     text.append(pareto.target_line(target))
   if pending:
     text.append(f"Not yet in the report (no point): {', '.join(pending)}.\n")
-  results.write_text_atomic(os.path.join(FLAGS.run_dir, "pareto.md"),
+  results.write_text_atomic(os.path.join(FLAGS.run_dir, f"{stem}.md"),
                             "\n".join(text))
   if FLAGS.plots:
-    plots.pareto_plot(pts, front, os.path.join(FLAGS.run_dir, "pareto.png"),
-                      title, target)
+    plots.pareto_plot(pts, front,
+                      os.path.join(FLAGS.run_dir, f"{stem}.png"), title,
+                      target)
   print(f"frontier: {', '.join(front)}; {len(pts)} point(s) on {n} test "
         f"examples; " + (pareto.target_line(target).strip() + " " if target
                          else "")
-        + "wrote pareto.json, pareto.md"
-        + (", pareto.png" if FLAGS.plots else "") + f" in {FLAGS.run_dir}")
+        + f"wrote {stem}.json, {stem}.md"
+        + (f", {stem}.png" if FLAGS.plots else "") + f" in {FLAGS.run_dir}")
 
 
 if __name__ == "__main__":

@@ -260,8 +260,8 @@ def main(argv):
           params, {k: v[part] for k, v in transfer.items()}, images[part],
           labels[part], jax.random.fold_in(jax.random.fold_in(key, 99), b)))
     path_of = lambda b: os.path.join(
-        run_dir, "report-blocks", f"{name}-seed{s + 1}-block{b + 1}of"
-        f"{n // block}-{block_tag}.npz")
+        run_dir, "report-blocks",
+        results.block_file(name, s, b, n // block, block_tag))
     for b in range(n // block):
       if params is not None and measured.take(path_of(b), name, s, params):
         print(f"  {name} seed {s + 1} block {b + 1}/{n // block}: taken from "

@@ -8,7 +8,9 @@ initial training every method shares is left out, so the initial models sit
 at 0). Robust accuracy is the report's per-example worst case over its
 attacks (AutoAttack among them), on the test examples every point was
 measured on (`reporting.accuracies_over_first`: a model measured on more
-examples is read over the first N the others had).
+examples is read over the first N the others had); or, while a long report
+is under way, on the blocks of test examples every model and seed has saved
+(`shared_blocks`, `report_of_blocks`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import dataclasses
 import numpy as np
 
 from fgsm_jax import config as config_lib
-from fgsm_jax import methods, reporting
+from fgsm_jax import methods, reporting, robustness
 
 
 def passes_per_example(entry: dict, n_train: int) -> float:
@@ -90,6 +92,13 @@ def points(comparison: dict, report: dict,
   return out, n
 
 
+def shares_initial(first: dict, comparison: dict) -> bool:
+  """Whether a comparison's initial models are the first one's: both
+  trained from the same `--pretrained_from` folder."""
+  shared = first["setup"].get("pretrained_from")
+  return bool(shared) and comparison["setup"].get("pretrained_from") == shared
+
+
 def points_of_runs(runs: list[tuple[str, dict, dict]]
                    ) -> tuple[list[dict], int]:
   """The points of several comparisons (label, comparison, report), over
@@ -98,16 +107,88 @@ def points_of_runs(runs: list[tuple[str, dict, dict]]
   left out when they are the first run's (both trained from the same
   `--pretrained_from` folder): one recipe per folder, one frontier."""
   n = min(examples(report) for _, _, report in runs)
-  shared = runs[0][1]["setup"].get("pretrained_from")
   out = []
   for i, (label, comparison, report) in enumerate(runs):
     pts, _ = points(comparison, report, n)
     for p in pts:
-      if i and p["model"] == "initial" and shared and (
-          comparison["setup"].get("pretrained_from") == shared):
+      if i and p["model"] == "initial" and shares_initial(runs[0][1],
+                                                          comparison):
         continue
       out.append({**p, "model": f"{label}/{p['model']}"} if i else p)
   return out, n
+
+
+def shared_blocks(runs: list[tuple[list[str], int, list[dict]]]
+                  ) -> tuple[list[int], int]:
+  """The blocks (indices from 0) every seed of every model of every run has
+  saved, and the block count: `runs` holds (models, seeds, saved blocks as
+  `results.saved_blocks` lists them) per folder. Blocks of other models or
+  seeds are ignored; all saved blocks of the models must share one count
+  and one attack tag (the same attacks, the same split of the examples)."""
+  used = [b for models, seeds, saved in runs for b in saved
+          if b["model"] in models and b["seed"] < seeds]
+  settings = sorted({(b["count"], b["tag"]) for b in used})
+  if len(settings) > 1:
+    raise ValueError("the saved blocks were measured in different splits or "
+                     "with different attacks (count, tag): "
+                     + ", ".join(f"{c} {t}" for c, t in settings))
+  if not settings:
+    raise ValueError("no report block is saved for these models")
+  count = settings[0][0]
+  have = {(i, name, s): {b["block"] for b in saved if b["model"] == name
+                         and b["seed"] == s}
+          for i, (models, seeds, saved) in enumerate(runs)
+          for name in models for s in range(seeds)}
+  empty = [f"{name} seed {s + 1}" + (f" (folder {i + 1})" if i else "")
+           for (i, name, s), blocks in have.items() if not blocks]
+  if empty:
+    raise ValueError(f"no report block is saved yet for {', '.join(empty)}")
+  shared = set.intersection(*have.values())
+  if not shared:
+    raise ValueError("no block is saved for every model and seed: "
+                     + "; ".join(f"{name} seed {s + 1}: "
+                                 f"{sorted(b + 1 for b in blocks)}"
+                                 for (_, name, s), blocks in have.items()))
+  return sorted(shared), count
+
+
+def block_correct(flat: dict) -> dict:
+  """A saved block's per-example correctness (1 right, 0 wrong) under each
+  of the report's attacks, AutoAttack's as 'autoattack', as the report
+  joins them ('clean' among them)."""
+  correct = {k.split("/", 1)[1]: np.asarray(v) for k, v in flat.items()
+             if k.startswith("correct/")}
+  if "aa/correct" in flat:
+    correct["autoattack"] = np.asarray(flat["aa/correct"])
+  return correct
+
+
+def report_of_blocks(models: list[str], seeds: int, saved: list[dict],
+                     chosen: list[int], read) -> dict:
+  """The models' per-seed accuracies over the `chosen` blocks only (those
+  of `saved`, read by `read(path)` as flat arrays), shaped as report.json's
+  models are, for `points`: robust is the per-example worst case over the
+  report's attacks, as the report computes it."""
+  paths = {(b["model"], b["seed"], b["block"]): b["path"] for b in saved}
+  out = []
+  for name in models:
+    per_seed = []
+    for s in range(seeds):
+      parts = [block_correct(read(paths[name, s, b])) for b in chosen]
+      correct = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+      per_seed.append({"test_examples": len(correct["clean"]),
+                       "accuracy": robustness.robust_accuracy(correct)})
+    out.append({"model": name, "per_seed": per_seed})
+  return {"models": out}
+
+
+def blocks_phrase(chosen: list[int], count: int, size: int) -> str:
+  """Which test examples the `chosen` blocks (of `count`, `size` each)
+  are, for the table's first line."""
+  spans = ", ".join(f"{b * size + 1}-{(b + 1) * size}" for b in chosen)
+  return (f"test examples {spans} (blocks "
+          f"{', '.join(str(b + 1) for b in chosen)} of the report's {count}, "
+          "the ones saved for every model and seed so far)")
 
 
 def frontier(pts: list[dict]) -> list[str]:
@@ -160,12 +241,14 @@ def target_line(t: dict) -> str:
                  f"{t['best_within']}.\n")
 
 
-def table(pts: list[dict], front: list[str], n: int) -> str:
-  """The points as markdown, cheapest first, the frontier marked."""
+def table(pts: list[dict], front: list[str], n: int,
+          where: str | None = None) -> str:
+  """The points as markdown, cheapest first, the frontier marked; `where`
+  names the test examples when they are not the first `n`."""
+  where = where or f"the first {n} test examples every model was measured on"
   lines = [f"Robust accuracy (per-example worst case over the report's "
-           f"attacks, on the first {n} test examples every model was "
-           "measured on; mean ± std over seeds) against forward + backward "
-           "passes per training example in the method's rounds (the shared "
+           f"attacks, on {where}; mean ± std over seeds) against forward "
+           "+ backward passes per training example in the method's rounds (the shared "
            "initial training left out).", "",
            "| model | family | passes | robust | clean | seeds | run s | "
            "frontier |", "|---|---|---|---|---|---|---|---|"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 from typing import Any
 
@@ -373,3 +374,33 @@ def read_params(path: str):
   """What `write_params` wrote: nested dicts of numpy arrays."""
   with open(path, "rb") as f:
     return flax.serialization.msgpack_restore(f.read())
+
+
+def block_file(name: str, seed_index: int, block_index: int, count: int,
+               tag: str) -> str:
+  """The file name (in a report's report-blocks/) of block `block_index` of
+  `count` of model `name`'s seed `seed_index` (both from 0; the name counts
+  from 1), measured with the attacks `tag` stands for."""
+  return (f"{name}-seed{seed_index + 1}-block{block_index + 1}of{count}-"
+          f"{tag}.npz")
+
+
+_BLOCK_FILE = re.compile(r"(?P<name>.+)-seed(?P<seed>[0-9]+)-block"
+                         r"(?P<block>[0-9]+)of(?P<count>[0-9]+)-"
+                         r"(?P<tag>[0-9a-f]+)\.npz")
+
+
+def saved_blocks(folder: str) -> list[dict[str, Any]]:
+  """The blocks saved in `folder` (a report's report-blocks/; none if it is
+  absent): model name, seed and block index (from 0), block count, attack
+  tag and path of each, in `block_file`'s naming."""
+  if not os.path.isdir(folder):
+    return []
+  out = []
+  for file in sorted(os.listdir(folder)):
+    m = _BLOCK_FILE.fullmatch(file)
+    if m:
+      out.append({"model": m["name"], "seed": int(m["seed"]) - 1,
+                  "block": int(m["block"]) - 1, "count": int(m["count"]),
+                  "tag": m["tag"], "path": os.path.join(folder, file)})
+  return out

@@ -195,3 +195,68 @@ def test_the_budget_is_pgd_at_on_the_runs_own_schedule(tmp_path):
   assert "**met** by nfgsm" in (tmp_path / "pareto.md").read_text()
   error_line(_run(f"--run_dir={tmp_path}", "--target_robust=1.5"), 2,
              "--target_robust=1.5")
+
+
+def _save_block(folder, name, s, b, count, tag, clean, pgd, aa):
+  """A block as experiments.report saves it (per-example 1/0 arrays)."""
+  import numpy as np
+  from fgsm_jax import results
+  blocks = folder / "report-blocks"
+  blocks.mkdir(exist_ok=True)
+  f = lambda v: np.asarray(v, np.float32)
+  np.savez(blocks / results.block_file(name, s, b, count, tag),
+           **{"correct/clean": f(clean), "correct/pgd": f(pgd),
+              "aa/correct": f(aa), "aa/broken_by": np.zeros(len(aa), np.int32),
+              "trace": f([0.5]), "curve": f([0.5]), "zero": f(0.0)})
+
+
+def test_a_report_under_way_gives_points_over_the_blocks_all_models_saved(
+    tmp_path):
+  """--from_blocks: robust accuracy is the per-example worst case over the
+  attacks (AutoAttack's included) on the blocks every model and seed of
+  every folder saved, never on a block one of them lacks; a block of other
+  attacks, or a model with nothing saved, is refused."""
+  main, tuned = tmp_path / "frontier", tmp_path / "tuned"
+  for folder in (main, tuned):
+    folder.mkdir()
+  comparison = _comparison(("control", "control", 200, 300))
+  comparison["setup"].update(seeds=2, pretrained_from="study")
+  (main / "comparison.json").write_text(json.dumps(comparison))
+  comparison = _comparison(("fgsm_rs", "defense", 400, 400))
+  comparison["setup"].update(seeds=2, pretrained_from="study")
+  (tuned / "comparison.json").write_text(json.dumps(comparison))
+  right, wrong = [1, 1, 1, 1], [0, 0, 0, 0]
+  for s in range(2):
+    for b in (0, 2):  # Blocks 1 and 3 of 4, four examples each.
+      # PGD breaks examples 1 and 2, AutoAttack 2 and 3: robust 1/4, while
+      # clean 1, PGD 1/2, AutoAttack 1/2.
+      for folder, name in ((main, "initial"), (main, "control"),
+                           (tuned, "fgsm_rs")):
+        _save_block(folder, name, s, b, 4, "abc123", right, [0, 0, 1, 1],
+                    [1, 0, 0, 1])
+    # Block 2 saved for all but control's seed 2, all wrong: not read.
+    for folder, name in ((main, "initial"), (tuned, "fgsm_rs")) + (
+        ((main, "control"),) if s == 0 else ()):
+      _save_block(folder, name, s, 1, 4, "abc123", wrong, wrong, wrong)
+  # The tuned folder's initial models are the frontier's: not required.
+  done = _run(f"--run_dir={main}", f"--with_dirs={tuned}", "--from_blocks")
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert not (main / "pareto.json").exists()
+  out = json.loads((main / "pareto-blocks.json").read_text())
+  assert out["test_examples"] == 8
+  by = {p["model"]: p for p in out["points"]}
+  assert sorted(by) == ["control", "initial", "tuned/fgsm_rs"]
+  for p in by.values():
+    assert p["robust"] == pytest.approx(0.25) and p["clean"] == 1.0
+    assert p["seeds"] == 2
+  text = (main / "pareto-blocks.md").read_text()
+  assert "test examples 1-4, 9-12 (blocks 1, 3 of the report's 4" in text
+  # Another attack setting's block beside them: refused, not mixed in.
+  _save_block(tuned, "fgsm_rs", 0, 3, 4, "def456", right, right, right)
+  error_line(_run(f"--run_dir={main}", f"--with_dirs={tuned}",
+                  "--from_blocks"), 2, "different attacks")
+  (tuned / "report-blocks" / "fgsm_rs-seed1-block4of4-def456.npz").unlink()
+  for file in (main / "report-blocks").glob("control-seed2-*"):
+    file.unlink()
+  error_line(_run(f"--run_dir={main}", "--from_blocks"), 2,
+             "no report block is saved yet for control seed 2")
