@@ -39,9 +39,13 @@ def entry_config(entry: dict) -> config_lib.Config:
 
 def pgd_at_passes(entry: dict, n_train: int) -> float:
   """Forward + backward passes per training example PGD-AT would spend on
-  the entry's schedule (its epochs per round, rounds run, PGD budget):
-  the yardstick of a cheap defense's budget."""
-  config = dataclasses.replace(entry_config(entry), method="pgd_at")
+  the entry's schedule (its epochs per round, rounds run, batch size):
+  the yardstick of a cheap defense's budget. PGD-AT is Madry et al.'s
+  recipe, `Config`'s default PGD steps (40), whatever steps the entry set:
+  a PGD-AT of fewer steps is a cheaper defense measured against it, not
+  its own yardstick."""
+  config = dataclasses.replace(entry_config(entry), method="pgd_at",
+                               pgd_steps=config_lib.Config().pgd_steps)
   rounds = int(max(entry["rounds_completed"]))
   spent = methods.run_passes(config, n_train, rounds)["rounds"]
   return (spent["forward"] + spent["backward"]) / n_train
