@@ -29,8 +29,6 @@ from __future__ import annotations
 import json
 import os
 
-import numpy as np
-
 from absl import app, flags
 
 from experiments import common
@@ -62,11 +60,6 @@ flags.DEFINE_bool("from_blocks", False,
 flags.DEFINE_bool("plots", True, "write pareto.png")
 
 
-def _read(path: str) -> dict:
-  with np.load(path) as saved:
-    return dict(saved)
-
-
 def _blocks_runs(dirs: list[str], comparisons: list[dict]
                  ) -> tuple[list[dict], str]:
   """Report-like dicts of each folder's models over the blocks they all
@@ -79,7 +72,7 @@ def _blocks_runs(dirs: list[str], comparisons: list[dict]
     runs.append((models, int(c["setup"]["seeds"]),
                  results.saved_blocks(os.path.join(d, "report-blocks"))))
   chosen, count = pareto.shared_blocks(runs)
-  reports = [pareto.report_of_blocks(*run, chosen, _read) for run in runs]
+  reports = [pareto.report_of_blocks(*run, chosen, results.read_block) for run in runs]
   size = reports[0]["models"][0]["per_seed"][0]["test_examples"] // len(
       chosen)
   return reports, pareto.blocks_phrase(chosen, count, size)

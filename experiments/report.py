@@ -478,7 +478,7 @@ def _measure_shard(params_files, sizes, blocks_of):
       if os.path.exists(path_of(b)):  # Saved while this one claimed it.
         continue
       part = one(b)
-      _save_block(path_of(b), part)
+      results.write_block(path_of(b), part)
     finally:
       _unclaim(claim)
     print(f"{where}: {_accuracies(part)} "
@@ -591,14 +591,6 @@ def _accuracies(part) -> str:
              if aa is not None else ""))
 
 
-def _save_block(path, part) -> None:
-  """One block's outputs to `path` (.npz), atomically."""
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = path + ".tmp.npz"
-  np.savez_compressed(tmp, **_flatten(part))
-  os.replace(tmp, path)
-
-
 def _measure(name, stacked, evaluate, sweep, entry=None,
              done_seeds=(), save_seed=None, first_n=None) -> dict:
   """Every seed of one saved model under the suite (`evaluate(seed, params)`:
@@ -618,11 +610,9 @@ def _measure(name, stacked, evaluate, sweep, entry=None,
   for s in range(len(per_seed), seeds):
     params = jax.tree.map(lambda x, s=s: x[s], stacked)
     part = evaluate(s, params)
-    correct, trace, curve, zero, aa = part
-    outcome = {}
-    if aa is not None:
-      correct["autoattack"] = aa["correct"]
-      outcome = autoattack.summary(aa, FLAGS.autoattack)
+    _, trace, curve, zero, aa = part
+    correct = results.correct_by_attack(part)
+    outcome = {} if aa is None else autoattack.summary(aa, FLAGS.autoattack)
     print(f"  {name} seed {s + 1}/{seeds}: {_accuracies(part)} "
           f"({time.perf_counter() - start:.0f}s)", flush=True)
     checks = robustness.masking_checks(
@@ -711,14 +701,13 @@ def _in_blocks(evaluate_block, count, path_of, label):
   for b in range(count):
     path = path_of(b)
     if os.path.exists(path):
-      with np.load(path) as saved:
-        parts.append(_unflatten(dict(saved)))
+      parts.append(results.read_block(path))
       print(f"  {label}: block {b + 1}/{count} measured before, kept",
             flush=True)
       continue
     part = evaluate_block(b)
-    _save_block(path, part)
-    parts.append(_unflatten(_flatten(part)))
+    results.write_block(path, part)
+    parts.append(results.read_block(path))
     print(f"  {label}: block {b + 1}/{count}: {_accuracies(part)} "
           f"({time.perf_counter() - start:.0f}s)", flush=True)
   join = lambda xs: np.concatenate(xs)
@@ -731,26 +720,6 @@ def _in_blocks(evaluate_block, count, path_of, label):
           "trace": mean([p[4]["trace"] for p in parts])}
   return (correct, mean([p[1] for p in parts]), mean([p[2] for p in parts]),
           mean([p[3] for p in parts]), aa)
-
-
-def _flatten(part) -> dict[str, np.ndarray]:
-  """One block's outputs as named arrays for an .npz."""
-  correct, trace, curve, zero, aa = part
-  flat = {f"correct/{k}": np.asarray(v) for k, v in correct.items()}
-  flat.update(trace=np.asarray(trace), curve=np.asarray(curve),
-              zero=np.asarray(zero))
-  if aa is not None:
-    flat.update({f"aa/{k}": np.asarray(v) for k, v in aa.items()})
-  return flat
-
-
-def _unflatten(flat) -> tuple:
-  """`_flatten`'s inverse."""
-  correct = {k.split("/", 1)[1]: v for k, v in flat.items()
-             if k.startswith("correct/")}
-  aa = {k.split("/", 1)[1]: v for k, v in flat.items()
-        if k.startswith("aa/")} or None
-  return correct, flat["trace"], flat["curve"], flat["zero"], aa
 
 
 def _finished_models(path, report, seed, sweep, sizes) -> tuple[dict, dict]:

@@ -20,7 +20,7 @@ import dataclasses
 import numpy as np
 
 from fgsm_jax import config as config_lib
-from fgsm_jax import methods, reporting, robustness
+from fgsm_jax import methods, reporting, results, robustness
 
 
 def passes_per_example(entry: dict, n_train: int) -> float:
@@ -156,21 +156,10 @@ def shared_blocks(runs: list[tuple[list[str], int, list[dict]]]
   return sorted(shared), count
 
 
-def block_correct(flat: dict) -> dict:
-  """A saved block's per-example correctness (1 right, 0 wrong) under each
-  of the report's attacks, AutoAttack's as 'autoattack', as the report
-  joins them ('clean' among them)."""
-  correct = {k.split("/", 1)[1]: np.asarray(v) for k, v in flat.items()
-             if k.startswith("correct/")}
-  if "aa/correct" in flat:
-    correct["autoattack"] = np.asarray(flat["aa/correct"])
-  return correct
-
-
 def report_of_blocks(models: list[str], seeds: int, saved: list[dict],
                      chosen: list[int], read) -> dict:
   """The models' per-seed accuracies over the `chosen` blocks only (those
-  of `saved`, read by `read(path)` as flat arrays), shaped as report.json's
+  of `saved`, read by `read(path)` as `results.read_block` does), shaped as report.json's
   models are, for `points`: robust is the per-example worst case over the
   report's attacks, as the report computes it."""
   paths = {(b["model"], b["seed"], b["block"]): b["path"] for b in saved}
@@ -178,7 +167,8 @@ def report_of_blocks(models: list[str], seeds: int, saved: list[dict],
   for name in models:
     per_seed = []
     for s in range(seeds):
-      parts = [block_correct(read(paths[name, s, b])) for b in chosen]
+      parts = [results.correct_by_attack(read(paths[name, s, b]))
+               for b in chosen]
       correct = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
       per_seed.append({"test_examples": len(correct["clean"]),
                        "accuracy": robustness.robust_accuracy(correct)})

@@ -404,3 +404,42 @@ def saved_blocks(folder: str) -> list[dict[str, Any]]:
                   "block": int(m["block"]) - 1, "count": int(m["count"]),
                   "tag": m["tag"], "path": os.path.join(folder, file)})
   return out
+
+
+def write_block(path: str, part) -> None:
+  """One block of the report's attack suite outputs (correct, pgd_trace,
+  curve, zero, aa; aa None without AutoAttack) to `path` (.npz, named by
+  `block_file`), atomically: a crash leaves the old file or none."""
+  correct, trace, curve, zero, aa = part
+  flat = {f"correct/{k}": np.asarray(v) for k, v in correct.items()}
+  flat.update(trace=np.asarray(trace), curve=np.asarray(curve),
+              zero=np.asarray(zero))
+  if aa is not None:
+    flat.update({f"aa/{k}": np.asarray(v) for k, v in aa.items()})
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  tmp = path + ".tmp.npz"
+  np.savez_compressed(tmp, **flat)
+  os.replace(tmp, path)
+
+
+def read_block(path: str) -> tuple:
+  """`write_block`'s inverse: (correct, pgd_trace, curve, zero, aa) as numpy
+  arrays, aa None if the block was measured without AutoAttack."""
+  with np.load(path) as saved:
+    flat = dict(saved)
+  correct = {k.split("/", 1)[1]: v for k, v in flat.items()
+             if k.startswith("correct/")}
+  aa = {k.split("/", 1)[1]: v for k, v in flat.items()
+        if k.startswith("aa/")} or None
+  return correct, flat["trace"], flat["curve"], flat["zero"], aa
+
+
+def correct_by_attack(part) -> dict[str, Any]:
+  """Per-example correctness (1 right, 0 wrong) under each attack of the
+  suite's outputs `part` (a block's or a seed's), AutoAttack's as
+  'autoattack' and 'clean' among them: what `robustness.robust_accuracy`
+  takes the worst case of."""
+  correct, aa = dict(part[0]), part[4]
+  if aa is not None:
+    correct["autoattack"] = aa["correct"]
+  return correct

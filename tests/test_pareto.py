@@ -265,3 +265,39 @@ def test_a_report_under_way_gives_points_over_the_blocks_all_models_saved(
     file.unlink()
   error_line(_run(f"--run_dir={main}", "--from_blocks"), 2,
              "no report block is saved yet for control seed 2")
+
+
+def test_a_block_reads_back_as_written_and_scores_its_worst_case(tmp_path):
+  """results.write_block / read_block: the report's and pareto's one block
+  format. Every array comes back under its name (AutoAttack's too, or None
+  when it was off), no temporary file is left, and correct_by_attack adds
+  AutoAttack's per-example outcome, so the worst case counts it."""
+  import numpy as np
+  from fgsm_jax import results, robustness
+  correct = {"clean": np.array([1, 1, 1, 0], np.float32),
+             "pgd": np.array([1, 0, 1, 0], np.float32)}
+  aa = {"correct": np.array([1, 1, 0, 0], np.float32),
+        "broken_by": np.array([0, 0, 2, 1], np.int32)}
+  trace, curve, zero = np.array([0.5, 0.5]), np.array([0.75]), np.array(0.25)
+  path = str(tmp_path / "blocks" / results.block_file("m", 0, 0, 1, "ab12"))
+  for with_aa in (aa, None):
+    results.write_block(path, (correct, trace, curve, zero, with_aa))
+    back = results.read_block(path)
+    assert sorted(back[0]) == ["clean", "pgd"]
+    for k in correct:
+      np.testing.assert_array_equal(back[0][k], correct[k])
+    for got, want in zip(back[1:4], (trace, curve, zero)):
+      np.testing.assert_array_equal(got, want)
+    if with_aa is None:
+      assert back[4] is None
+      assert sorted(results.correct_by_attack(back)) == ["clean", "pgd"]
+    else:
+      assert sorted(back[4]) == ["broken_by", "correct"]
+      np.testing.assert_array_equal(back[4]["broken_by"], aa["broken_by"])
+      scored = results.correct_by_attack(back)
+      assert "autoattack" not in back[0]  # The block itself is untouched.
+      # PGD breaks example 2, AutoAttack example 3, clean misses 4.
+      assert robustness.robust_accuracy(scored)["robust"] == 0.25
+  assert [f.name for f in (tmp_path / "blocks").iterdir()] == [
+      "m-seed1-block1of1-ab12.npz"]
+  assert results.saved_blocks(str(tmp_path / "blocks"))[0]["path"] == path
