@@ -12,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # Files only; no display needed.
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import transforms  # noqa: E402
 import numpy as np  # noqa: E402
 
 def _save(fig, path: str) -> None:
@@ -191,8 +192,23 @@ def pareto_plot(points: list[dict], front: list[str], path: str,
     ax.errorbar(p["passes"], p["robust"], yerr=p["robust_std"], fmt="o",
                 color=colors.get(p["family"], "tab:green"), capsize=3,
                 markersize=7 if p["model"] in front else 4)
-    ax.annotate(p["model"], (p["passes"], p["robust"]), fontsize=7,
-                xytext=(4, 4), textcoords="offset points")
+  # Points of one pass count (several recipes on one schedule) get their
+  # labels stacked beside the highest of them, best first, each joined to
+  # its point: side by side they would print over each other.
+  groups: dict[float, list[dict]] = {}
+  for p in points:
+    groups.setdefault(round(float(p["passes"]), 6), []).append(p)
+  for group in groups.values():
+    group.sort(key=lambda p: -p["robust"])
+    top = group[0]["robust"]
+    for i, p in enumerate(group):
+      at = transforms.offset_copy(ax.transData, fig=fig, x=8,
+                                  y=4 - 10 * i, units="points")
+      ax.annotate(p["model"], (p["passes"], p["robust"]), fontsize=7,
+                  xytext=(p["passes"], top), textcoords=at, va="center",
+                  arrowprops=None if len(group) == 1 else dict(
+                      arrowstyle="-", lw=0.4, color="grey",
+                      shrinkA=0, shrinkB=3))
   on = sorted((p for p in points if p["model"] in front),
               key=lambda p: p["passes"])
   ax.plot([p["passes"] for p in on], [p["robust"] for p in on], "-",
