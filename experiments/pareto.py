@@ -32,7 +32,7 @@ import os
 from absl import app, flags
 
 from experiments import common
-from fgsm_jax import pareto, plots, results
+from fgsm_jax import pareto, plots, reporting, results
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("run_dir", None,
@@ -72,7 +72,8 @@ def _blocks_runs(dirs: list[str], comparisons: list[dict]
     runs.append((models, int(c["setup"]["seeds"]),
                  results.saved_blocks(os.path.join(d, "report-blocks"))))
   chosen, count = pareto.shared_blocks(runs)
-  reports = [pareto.report_of_blocks(*run, chosen, results.read_block) for run in runs]
+  reports = [pareto.report_of_blocks(*run, chosen, results.read_block)
+             for run in runs]
   size = reports[0]["models"][0]["per_seed"][0]["test_examples"] // len(
       chosen)
   return reports, pareto.blocks_phrase(chosen, count, size)
@@ -135,6 +136,15 @@ def main(argv):
     target = pareto.target(pts, FLAGS.target_robust, FLAGS.target_clean,
                            FLAGS.target_passes_fraction)
     out["target"] = target
+  # The most robust point within the target's budget and clean floor (or,
+  # without one, the most robust point) against every other, seed by seed.
+  reference = ((target or {}).get("best_within")
+               or max(pts, key=lambda p: p["robust"])["model"])
+  margin, confidence = reporting.margin_and_confidence(
+      comparisons[0]["methods"])
+  rows, unpaired = pareto.paired_against(pts, reference, margin, confidence)
+  out["paired"] = {"reference": reference, "rows": rows,
+                   "unpaired": unpaired}
   stem = "pareto-blocks" if FLAGS.from_blocks else "pareto"
   results.write_json_atomic(os.path.join(FLAGS.run_dir, f"{stem}.json"), out)
   title = (f"{setup.get('dataset')}, {setup.get('model')}, eps "
@@ -143,6 +153,15 @@ def main(argv):
   text = [f"# {title}", "", pareto.table(pts, front, n, where)]
   if target:
     text.append(pareto.target_line(target))
+  why = ("the most robust within the target's budget and clean floor"
+         if target and target["best_within"] else "the most robust point")
+  text += [f"## Every point against {reference}", "",
+           f"{reference} is {why}; a negative difference is a point below "
+           "it.", "", reporting.paired_table(rows) if rows
+           else "No other point pairs with it.", ""]
+  if unpaired:
+    text.append("Not paired with it (other initial models, or other seeds): "
+                f"{', '.join(unpaired)}.\n")
   if pending:
     text.append(f"Not yet in the report (no point): {', '.join(pending)}.\n")
   results.write_text_atomic(os.path.join(FLAGS.run_dir, f"{stem}.md"),

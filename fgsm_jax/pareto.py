@@ -91,7 +91,8 @@ def points(comparison: dict, report: dict,
                 "robust_std": float(robust.std(ddof=1)) if len(robust) > 1
                 else 0.0,
                 "robust_values": robust.tolist(),
-                "clean": float(clean.mean()), "seeds": len(seeds),
+                "clean": float(clean.mean()),
+                "clean_values": clean.tolist(), "seeds": len(seeds),
                 "wall_time_s": wall, "pgd_at_passes": yardstick})
   return out, n
 
@@ -114,12 +115,41 @@ def points_of_runs(runs: list[tuple[str, dict, dict]]
   out = []
   for i, (label, comparison, report) in enumerate(runs):
     pts, _ = points(comparison, report, n)
+    shared = bool(i) and shares_initial(runs[0][1], comparison)
     for p in pts:
-      if i and p["model"] == "initial" and shares_initial(runs[0][1],
-                                                          comparison):
+      if shared and p["model"] == "initial":
         continue
+      # Which run's initial models the point was trained from: points of
+      # one such group pair seed by seed (`paired_against`).
+      p = {**p, "initial_models": 0 if shared else i}
       out.append({**p, "model": f"{label}/{p['model']}"} if i else p)
   return out, n
+
+
+def paired_against(pts: list[dict], reference: str, margin: float,
+                   confidence: float) -> tuple[list[dict], list[str]]:
+  """Every other point minus the `reference` point, robust and clean
+  accuracy paired seed by seed (`results.paired_difference`): the rows of
+  `reporting.paired_table`. Only points trained from the reference's
+  initial models with as many seeds pair with it; the names of the rest
+  are returned beside the rows."""
+  by = {p["model"]: p for p in pts}
+  ref = by[reference]
+  rows, unpaired = [], []
+  for p in sorted(pts, key=lambda p: (p["passes"], -p["robust"])):
+    if p is ref:
+      continue
+    if (p.get("initial_models", 0) != ref.get("initial_models", 0)
+        or p["seeds"] != ref["seeds"]):
+      unpaired.append(p["model"])
+      continue
+    for metric in ("robust", "clean"):
+      rows.append({"method": p["model"], "baseline": reference,
+                   "metric": metric,
+                   **results.paired_difference(
+                       p[f"{metric}_values"], ref[f"{metric}_values"],
+                       margin, confidence)})
+  return rows, unpaired
 
 
 def shared_blocks(runs: list[tuple[list[str], int, list[dict]]]

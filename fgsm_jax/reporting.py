@@ -64,8 +64,8 @@ def dataset_title(setup: dict) -> str:
 def margin_and_confidence(method_entries) -> tuple[float, float]:
   """The verdicts' equivalence margin and confidence a comparison's config
   states (`comparison["methods"]`, a list; the defaults for JSON written
-  before they existed)."""
-  config = list(method_entries)[0]["config"]
+  before they existed, or without configs)."""
+  config = next((e["config"] for e in method_entries if "config" in e), {})
   defaults = config_lib.Config()
   return (float(config.get("equivalence_margin", defaults.equivalence_margin)),
           float(config.get("confidence", defaults.confidence)))

@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import REPO, error_line
@@ -133,8 +134,53 @@ def test_other_folders_join_the_frontier_over_the_examples_all_share(tmp_path):
   assert by["fgsm_rs-e0.2/fgsm_rs"]["robust"] == pytest.approx(0.95)
   assert out["frontier"] == ["initial", "control", "fgsm_rs-e0.2/fgsm_rs"]
   assert out["pending"] == ["fgsm_rs-e0.2/nfgsm"]
+  # The most robust point against the others trained from its initial
+  # models; the other folder's models do not pair with it.
+  paired = out["paired"]
+  assert paired["reference"] == "fgsm_rs-e0.2/fgsm_rs"
+  assert paired["unpaired"] == ["elsewhere/initial", "elsewhere/control"]
+  assert {(r["method"], r["metric"]) for r in paired["rows"]} == {
+      (m, k) for m in ("initial", "control", "fgsm_rs")
+      for k in ("robust", "clean")}
+  robust = {r["method"]: r["mean"] for r in paired["rows"]
+            if r["metric"] == "robust"}
+  assert robust["fgsm_rs"] == pytest.approx(0.91 - 0.95)
+  assert "## Every point against fgsm_rs-e0.2/fgsm_rs" in (
+      main / "pareto.md").read_text()
   error_line(_run(f"--run_dir={main}", f"--with_dirs={tuned},{tuned}"), 2,
              "two folders named fgsm_rs-e0.2")
+
+
+def test_points_pair_with_the_reference_seed_by_seed_from_its_initial_models():
+  """Each point minus the reference, robust and clean, per seed: the mean
+  and t interval computed here independently; a point from other initial
+  models, or with other seeds, is named and not paired."""
+  from scipy import stats
+  def point(name, robust, clean, group=0, passes=20.0):
+    return {"model": name, "passes": passes, "robust": float(np.mean(robust)),
+            "robust_values": robust, "clean_values": clean,
+            "seeds": len(robust), "initial_models": group}
+  best = point("best", [0.97, 0.96, 0.98], [0.993, 0.995, 0.994])
+  pts = [point("initial", [0.40, 0.55, 0.45], [0.994, 0.993, 0.996], passes=0),
+         best, point("close", [0.95, 0.97, 0.975], [0.990, 0.996, 0.995]),
+         point("elsewhere", [0.99, 0.99, 0.99], [0.99] * 3, group=1),
+         point("two_seeds", [0.99, 0.99], [0.99] * 2)]
+  rows, unpaired = pareto.paired_against(pts, "best", 0.02, 0.95)
+  assert sorted(unpaired) == ["elsewhere", "two_seeds"]
+  by = {(r["method"], r["metric"]): r for r in rows}
+  assert sorted(by) == [("close", "clean"), ("close", "robust"),
+                        ("initial", "clean"), ("initial", "robust")]
+  for (name, metric), r in by.items():
+    p = next(q for q in pts if q["model"] == name)
+    diff = (np.array(p[f"{metric}_values"])
+            - np.array(best[f"{metric}_values"]))
+    half = stats.t.ppf(0.975, 2) * diff.std(ddof=1) / np.sqrt(3)
+    assert r["baseline"] == "best" and r["n"] == 3
+    assert r["mean"] == pytest.approx(diff.mean(), abs=1e-12)
+    assert r["interval"] == pytest.approx(
+        [diff.mean() - half, diff.mean() + half], abs=1e-9)
+  assert by[("initial", "robust")]["verdict"] == "hurts"
+  assert by[("close", "robust")]["verdict"] == "underpowered"
 
 
 def _target_point(name, passes, robust, clean, pgd_at=120.0):
