@@ -52,6 +52,10 @@ flags.DEFINE_float("target_clean", 0.992,
 flags.DEFINE_float("target_passes_fraction", 1 / 3,
                    "with --target_robust: the most passes per training "
                    "example, as a fraction of PGD-AT's on the same schedule")
+flags.DEFINE_string("next_step", None,
+                    "with --target_robust: a sentence on what comes next if "
+                    "the target is missed, written under pareto.png and in "
+                    "pareto.md (ignored when it is met)")
 flags.DEFINE_bool("from_blocks", False,
                   "read the blocks experiments.report saved in each "
                   "folder's report-blocks/ (a report under way) instead of "
@@ -99,6 +103,9 @@ def main(argv):
     common.fail("give --run_dir (a folder of experiments.compare, reported "
                 "on by experiments.report)")
   labels = common.folder_labels(FLAGS.with_dirs, "--with_dirs")
+  if FLAGS.next_step is not None and FLAGS.target_robust is None:
+    common.fail("--next_step says what comes after a missed target: give "
+                "--target_robust too")
   if FLAGS.target_robust is not None and not (
       0 <= FLAGS.target_robust <= 1 and 0 <= FLAGS.target_clean <= 1
       and FLAGS.target_passes_fraction > 0):
@@ -151,8 +158,12 @@ def main(argv):
            f"{setup.get('epsilon')}: robust accuracy on {n} test examples "
            "against compute")
   text = [f"# {title}", "", pareto.table(pts, front, n, where)]
+  caption = None
   if target:
     text.append(pareto.target_line(target))
+    if FLAGS.next_step and not target["met_by"]:
+      caption = f"Next step: {FLAGS.next_step}"
+      text.append(caption + "\n")
   why = ("the most robust within the target's budget and clean floor"
          if target and target["best_within"] else "the most robust point")
   text += [f"## Every point against {reference}", "",
@@ -169,7 +180,7 @@ def main(argv):
   if FLAGS.plots:
     plots.pareto_plot(pts, front,
                       os.path.join(FLAGS.run_dir, f"{stem}.png"), title,
-                      target)
+                      target, caption)
   print(f"frontier: {', '.join(front)}; {len(pts)} point(s) on {n} test "
         f"examples; " + (pareto.target_line(target).strip() + " " if target
                          else "")

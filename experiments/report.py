@@ -415,7 +415,8 @@ def main(argv):
 def _compute_section(report, comparison, out) -> str:
   """report.md's last section: robust accuracy against passes per training
   example, every finished model a point, the frontier marked
-  (`fgsm_jax/pareto.py`), and pareto.png with --plots; '' before a model is
+  (`fgsm_jax/pareto.py`), and compute.png with --plots (experiments.pareto's
+  pareto.png, which may join other folders, is left alone); '' before a model is
   finished or for a run without passes counted per method."""
   try:
     pts, n = pareto.points(comparison, report)
@@ -428,12 +429,12 @@ def _compute_section(report, comparison, out) -> str:
            f"({reporting.dataset_title(comparison['setup'])})", "",
            pareto.table(pts, front, n)]
   if FLAGS.plots:
-    plots.pareto_plot(pts, front, os.path.join(out, "pareto.png"),
+    plots.pareto_plot(pts, front, os.path.join(out, "compute.png"),
                       f"{reporting.dataset_title(comparison['setup'])}, "
                       f"model {comparison['setup']['model']}: robust accuracy "
                       f"on {n} test examples against compute")
     lines.append("![robust accuracy against passes per training example, "
-                 "the frontier joined](pareto.png)\n")
+                 "the frontier joined](compute.png)\n")
   return "\n" + "\n".join(lines)
 
 

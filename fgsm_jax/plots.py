@@ -177,21 +177,16 @@ def digit_grid(clean: np.ndarray, labels: np.ndarray,
   _save(fig, path)
 
 
-def pareto_plot(points: list[dict], front: list[str], path: str,
-                title: str, target: dict | None = None) -> None:
-  """Robust accuracy (mean, +-std over seeds) against passes per training
-  example, one point per model, the frontier joined by a line; with
-  `target` (`pareto.target`), its accuracy and budget as lines.
+_FAMILY_COLORS = {"initial": "black", "control": "grey",
+                  "unlearning": "tab:blue", "defense": "tab:red"}
 
-  points: `pareto.points`' dicts; front: `pareto.frontier`'s names.
-  """
-  fig, ax = plt.subplots(figsize=(8, 5.5))
-  colors = {"initial": "black", "control": "grey", "unlearning": "tab:blue",
-            "defense": "tab:red"}
+
+def _pareto_points(ax, fig, points: list[dict], front: list[str]) -> None:
+  """The points (mean, +-std over seeds), frontier ones larger, labelled."""
   for p in points:
     ax.errorbar(p["passes"], p["robust"], yerr=p["robust_std"], fmt="o",
-                color=colors.get(p["family"], "tab:green"), capsize=3,
-                markersize=7 if p["model"] in front else 4)
+                color=_FAMILY_COLORS.get(p["family"], "tab:green"),
+                capsize=3, markersize=7 if p["model"] in front else 4)
   # Points of one pass count (several recipes on one schedule) get their
   # labels stacked beside the highest of them, best first, each joined to
   # its point: side by side they would print over each other.
@@ -209,25 +204,87 @@ def pareto_plot(points: list[dict], front: list[str], path: str,
                   arrowprops=None if len(group) == 1 else dict(
                       arrowstyle="-", lw=0.4, color="grey",
                       shrinkA=0, shrinkB=3))
+
+
+def _target_lines(ax, target: dict) -> None:
+  ax.axhline(target["robust"], ls="--", color="tab:green",
+             label=f"target {target['robust']}")
+  for budget in target["budgets"]:
+    ax.axvline(budget, ls=":", color="tab:green",
+               label=f"budget {budget:.1f} ({target['passes_fraction']:.3g}"
+               " of PGD-AT's)")
+
+
+def pareto_plot(points: list[dict], front: list[str], path: str,
+                title: str, target: dict | None = None,
+                caption: str | None = None) -> None:
+  """Robust accuracy (mean, +-std over seeds) against passes per training
+  example, one point per model, the frontier joined by a line; with
+  `target` (`pareto.target`), its accuracy and budget as lines, and a
+  second panel zoomed on the points near the target with the shortfall of
+  the best within the budget drawn and written; `caption` (e.g. what comes
+  next) under the panels.
+
+  points: `pareto.points`' dicts; front: `pareto.frontier`'s names.
+  """
+  best = None
+  if target and target.get("best_within"):
+    best = next(p for p in points if p["model"] == target["best_within"])
+  if target:
+    fig, (ax, zoom) = plt.subplots(1, 2, figsize=(13, 5.5),
+                                   gridspec_kw={"width_ratios": [3, 2]})
+  else:
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+  _pareto_points(ax, fig, points, front)
   on = sorted((p for p in points if p["model"] in front),
               key=lambda p: p["passes"])
   ax.plot([p["passes"] for p in on], [p["robust"] for p in on], "-",
           color="black", alpha=0.5, label="frontier")
-  for family, color in colors.items():
+  for family, color in _FAMILY_COLORS.items():
     ax.plot([], [], "o", color=color, label=family)
   if target:
-    ax.axhline(target["robust"], ls="--", color="tab:green",
-               label=f"target {target['robust']}")
-    for budget in target["budgets"]:
-      ax.axvline(budget, ls=":", color="tab:green",
-                 label=f"budget {budget:.1f} ({target['passes_fraction']:.3g}"
-                 " of PGD-AT's)")
+    _target_lines(ax, target)
   ax.set_xscale("symlog", linthresh=1.0)
-  ax.set(xlabel="forward + backward passes per training example (rounds "
-         "only; symlog)", ylabel="robust accuracy (worst case per example)",
+  xlabel = ("forward + backward passes per training example (rounds only; "
+            "symlog)")
+  ax.set(xlabel=xlabel, ylabel="robust accuracy (worst case per example)",
          ylim=(-0.02, 1.02))
   ax.set_title(title, fontsize=10)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
-  fig.tight_layout()
+  if target:
+    # The points within 0.05 of the target or of the best point, on a
+    # linear axis, so differences of a few digits in 1,000 show.
+    top = max(p["robust"] for p in points)
+    near = [p for p in points
+            if p["robust"] >= min(target["robust"], top) - 0.05]
+    _pareto_points(zoom, fig, near, front)
+    _target_lines(zoom, target)
+    low = min(p["robust"] - p["robust_std"] for p in near)
+    high = max([p["robust"] + p["robust_std"] for p in near]
+               + [target["robust"]])
+    pad = 0.1 * (high - low) + 1e-3
+    zoom.set_ylim(low - pad, high + pad)
+    zoom.set_xlim(0, 1.15 * max([p["passes"] for p in near]
+                                + target["budgets"]))
+    if best is not None and target["shortfall"]:
+      zoom.annotate("", (best["passes"], target["robust"]),
+                    xytext=(best["passes"], best["robust"]),
+                    arrowprops=dict(arrowstyle="<->", color="tab:green"))
+      zoom.annotate(f"missed by {target['shortfall']:.4f}",
+                    (best["passes"], (best["robust"] + target["robust"]) / 2),
+                    xytext=(6, 0), textcoords="offset points", ha="left",
+                    va="center", fontsize=8, color="tab:green")
+    verdict = ("met by " + ", ".join(target["met_by"]) if target["met_by"]
+               else "missed")
+    zoom.set(xlabel="forward + backward passes per training example "
+             "(linear)", ylabel="robust accuracy")
+    zoom.set_title(f"near the target: {verdict}", fontsize=10)
+    zoom.grid(alpha=0.3)
+  if caption:
+    fig.text(0.01, 0.01, caption, fontsize=8, ha="left", va="bottom",
+             wrap=True)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+  else:
+    fig.tight_layout()
   _save(fig, path)

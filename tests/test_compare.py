@@ -205,7 +205,7 @@ def test_report_attacks_every_saved_model(compared):
   assert "**underpowered**" not in text and "**helps**" not in text
   table = (compared / "comparison.md").read_text()
   assert "(n = 2, no interval)" in table
-  for png in ("sweep.png", "rounds.png", "digits.png", "pareto.png"):
+  for png in ("sweep.png", "rounds.png", "digits.png", "compute.png"):
     assert (compared / png).read_bytes()[:4] == b"\x89PNG"
   # Robust accuracy against compute: every model a point, over the 64 test
   # examples all were measured on, the frontier marked.

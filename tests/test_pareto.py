@@ -244,6 +244,17 @@ def test_the_budget_is_pgd_at_on_the_runs_own_schedule(tmp_path):
   # nfgsm and the 5-step PGD-AT reach 0.975.
   assert out["target"]["met_by"] == ["nfgsm", "pgd_at"]
   assert "**met** by nfgsm, pgd_at" in (tmp_path / "pareto.md").read_text()
+  # A missed target: by how much, the best within, and what comes next, in
+  # pareto.md (and under pareto.png's panels).
+  done = _run(f"--run_dir={tmp_path}", "--target_robust=0.99",
+              "--target_clean=0.99", "--next_step=train longer")
+  assert done.returncode == 0, done.stderr[-2000:]
+  text = (tmp_path / "pareto.md").read_text()
+  assert "**missed** by 0.0050: the most robust within the budget" in text
+  assert "Next step: train longer" in text
+  assert (tmp_path / "pareto.png").stat().st_size > 0
+  error_line(_run(f"--run_dir={tmp_path}", "--next_step=more"), 2,
+             "--target_robust")
   error_line(_run(f"--run_dir={tmp_path}", "--target_robust=1.5"), 2,
              "--target_robust=1.5")
 
