@@ -238,14 +238,16 @@ def target(pts: list[dict], robust: float, clean: float,
       continue  # The initial models, or a run without configs.
     budget = passes_fraction * p["pgd_at_passes"]
     rows.append({"model": p["model"], "budget": budget,
-                 "within": p["passes"] <= budget and p["clean"] >= clean,
+                 "within": (p["passes"] <= budget
+                            and results.reaches(p["clean"], clean)),
                  "robust": p["robust"]})
   within = [r for r in rows if r["within"]]
   best = max(within, key=lambda r: r["robust"]) if within else None
   return {"robust": robust, "clean": clean,
           "passes_fraction": passes_fraction,
           "budgets": sorted({round(r["budget"], 6) for r in rows}),
-          "met_by": [r["model"] for r in within if r["robust"] >= robust],
+          "met_by": [r["model"] for r in within
+                     if results.reaches(r["robust"], robust)],
           "best_within": best["model"] if best else None,
           "shortfall": max(0.0, robust - best["robust"]) if best else None}
 

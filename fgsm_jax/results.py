@@ -283,6 +283,18 @@ def stopping_rule(target_accuracy: float, validation_examples: int
           "validation_examples": validation_examples}
 
 
+# Accuracies are float32 ratios of counts: 4960 / 5000 is 0.99199998 in
+# float32, below the float64 floor 0.992 it equals. One millionth is below
+# one example's share of any split or subset here (1 / 70,000), so the
+# tolerance admits a count on the floor and never one below it.
+ACCURACY_TOLERANCE = 1e-6
+
+
+def reaches(accuracy: float, floor: float) -> bool:
+  """Whether an accuracy (a float32 ratio of counts) is at least `floor`."""
+  return float(accuracy) >= floor - ACCURACY_TOLERANCE
+
+
 def first_round_reaching(records: list[dict[str, Any]], metric: str,
                          target: float) -> list[int | None]:
   """Per seed, the first round whose `metric` is >= `target` (None: none
@@ -292,7 +304,7 @@ def first_round_reaching(records: list[dict[str, Any]], metric: str,
   for record in records:
     out.append(next((row["round"] for row in record["rounds"]
                      if row.get(metric) is not None
-                     and row[metric] >= target), None))
+                     and reaches(row[metric], target)), None))
   return out
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from fgsm_jax import config as config_lib
-from fgsm_jax import pareto
+from fgsm_jax import pareto, results
 
 VALIDATION = ("val_accuracy", "val_fgsm_accuracy", "val_pgd_accuracy")
 
@@ -76,7 +76,7 @@ def choose(cands: list[dict], clean_floor: float,
     mean = {k: float(np.mean(c[k][:seeds])) for k in VALIDATION}
     cap = passes_fraction * c["pgd_at_passes"]
     why = []
-    if mean["val_accuracy"] < clean_floor:
+    if not results.reaches(mean["val_accuracy"], clean_floor):
       why.append(f"validation clean {mean['val_accuracy']:.4f} < "
                  f"{clean_floor}")
     if c["passes"] > cap:

@@ -207,6 +207,12 @@ def test_the_target_is_met_within_the_budget_and_the_clean_floor_only():
   t = pareto.target(pts[:1] + pts[2:4], 0.975, 0.992, 1 / 3)
   assert t["best_within"] is None and "no model is within" in (
       pareto.target_line(t))
+  # Accuracies on the target, as float32 ratios of counts (9920 / 10000 =
+  # 0.99199998, 900 / 1000 = 0.89999998), meet it.
+  f32 = lambda k, n: float(np.float32(k) / np.float32(n))
+  t = pareto.target([_target_point("edge", 20, f32(900, 1000),
+                                   f32(9920, 10000))], 0.9, 0.992, 1 / 3)
+  assert t["met_by"] == ["edge"]
 
 
 def test_the_budget_is_pgd_at_on_the_runs_own_schedule(tmp_path):

@@ -204,3 +204,19 @@ def test_the_report_says_the_claim_is_not_reached_and_gives_autoattack_verdicts(
   summary["updated_fgsm"]["accuracy"] = stat([0.96] * seeds)
   assert "reached." in "\n".join(reporting.verdict(summary, entries,
                                                    models_))
+
+
+def test_an_accuracy_on_the_floor_reaches_it_in_float32():
+  # 4960 / 5000 is 0.99199998 in float32, under the float64 0.992.
+  on_floor = float(np.float32(4960) / np.float32(5000))
+  assert on_floor < 0.992
+  assert results.reaches(on_floor, 0.992)
+  assert not results.reaches(float(np.float32(4959) / np.float32(5000)), 0.992)
+  # One example of the largest split (all 70,000 digits) below the floor.
+  assert not results.reaches(float(np.float32(62999) / np.float32(70000)), 0.9)
+  # The paper's rule stops at the round whose FGSM accuracy is 0.9 in float32.
+  rows = [{"round": 1, "fgsm": float(np.float32(0.8))},
+          {"round": 2, "fgsm": float(np.float32(9000) / np.float32(10000))}]
+  assert results.first_round_reaching([{"rounds": rows}], "fgsm", 0.9) == [2]
+  assert results.first_round_reaching([{"rounds": rows[:1]}], "fgsm",
+                                      0.9) == [None]

@@ -6,6 +6,7 @@ import math
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import REPO, error_line
@@ -75,6 +76,16 @@ def test_the_most_robust_eligible_candidate_is_chosen_over_shared_seeds():
   tie = tuning.candidates({"x": _comparison(_entry("fgsm_rs", [0.9]),
                                             _entry("control", [0.9]))})
   assert tuning.choose(tie, 0.992, 1)["chosen"] == "x/control"
+  # A validation clean accuracy on the floor, as the float32 ratio of counts
+  # a run writes (4960 / 5000 = 0.99199998), is eligible; one digit less not.
+  on, under = (float(np.float32(k) / np.float32(5000)) for k in (4960, 4959))
+  floor = tuning.candidates({"on": _comparison(_entry("fgsm_rs", [0.9],
+                                                      val_clean=on)),
+                             "under": _comparison(_entry(
+                                 "fgsm_rs", [0.95], val_clean=under))})
+  rows = {r["name"]: r for r in tuning.choose(floor, 0.992, 1)["rows"]}
+  assert rows["on/fgsm_rs"]["eligible"]
+  assert not rows["under/fgsm_rs"]["eligible"]
 
 
 def test_passes_and_pgd_ats_are_counted_on_each_schedule():
